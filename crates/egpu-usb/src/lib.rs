@@ -1,0 +1,18 @@
+//! USB transport seam for egpu.
+//!
+//! The ASM2464PD bridge is reached with vendor control transfers on EP0 and bulk transfers on
+//! EP 0x02 (OUT) and 0x81 (IN). This crate defines the [`UsbTransport`] trait that the protocol
+//! layer (`egpu-link`) speaks, the shared tag/sticky-error bookkeeping ([`InFlight`]), and the
+//! real backend on `nusb` ([`nusb_backend`]). The emulated bridge in `egpu-emu` implements the
+//! same trait, so every layer above tests at the USB-transfer level without hardware.
+
+mod error;
+mod inflight;
+mod transport;
+
+pub use error::UsbError;
+pub use inflight::InFlight;
+pub use transport::{
+    Completion, ControlSetup, DeviceInfo, Tag, Transfer, UsbSpeed, UsbTransport,
+    REQUEST_TYPE_VENDOR_IN, REQUEST_TYPE_VENDOR_OUT,
+};
