@@ -1,1 +1,14 @@
-//! placeholder
+//! How PCIe transactions reach the GPU.
+//!
+//! - [`asm2464`]: the ASM2464PD custom-firmware protocol over a USB transport
+//!   (docs/reference/usb-bridge.md §2–§4).
+//! - [`pcie`]: the [`pcie::PcieLink`] trait every link implements, the fabric bring-up (bus
+//!   walk, BAR sizing, Resizable BAR, windows) and BAR access with write coalescing.
+
+pub mod asm2464;
+mod error;
+pub mod pcie;
+
+pub use asm2464::{Asm2464, Asm2464Config, LinkStats};
+pub use error::LinkError;
+pub use pcie::{Bdf, PcieLink};

@@ -6,12 +6,20 @@
 //! real backend on `nusb` ([`nusb_backend`]). The emulated bridge in `egpu-emu` implements the
 //! same trait, so every layer above tests at the USB-transfer level without hardware.
 
+pub mod discover;
 mod error;
 mod inflight;
+pub mod lock;
+pub mod nusb_backend;
+pub mod setup;
 mod transport;
 
+pub use discover::{list_bridges, open_bridge, BridgeCandidate, FirmwareKind};
 pub use error::UsbError;
 pub use inflight::InFlight;
+pub use lock::BridgeLock;
+pub use nusb_backend::NusbTransport;
+pub use setup::{install_udev_rule, udev_rule, SetupError, UDEV_RULE_PATH};
 pub use transport::{
     Completion, ControlSetup, DeviceInfo, Tag, Transfer, UsbSpeed, UsbTransport,
     REQUEST_TYPE_VENDOR_IN, REQUEST_TYPE_VENDOR_OUT,

@@ -1,0 +1,833 @@
+//! The ASM2464PD custom-firmware protocol over a [`UsbTransport`]
+//! (docs/reference/usb-bridge.md §2–§4).
+//!
+//! Round trips are the cost that matters, so:
+//! - posted writes (single-TLP memory writes, streaming-write data) are submitted and not
+//!   waited for; they are reaped lazily and their errors surface through the transport's
+//!   sticky error at the next wait;
+//! - a non-posted TLP submits its F0 OUT and the F0 IN together (one round trip, not two);
+//! - E4 chunks and E5 bytes are pipelined.
+//!
+//! Bulk OUT data of a streaming write or an F2 write must be consumed by the firmware before
+//! the next vendor request, because any F0 OUT cancels streaming (§3). Those transfers are
+//! therefore drained before anything else goes on EP0.
+
+pub mod wire;
+
+use std::collections::VecDeque;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use egpu_usb::{Tag, Transfer, UsbError, UsbTransport};
+
+use crate::pcie::{Bdf, PcieLink};
+use crate::LinkError;
+use wire::*;
+
+/// Tunables of the protocol layer. The defaults follow the reference firmware and tinygrad
+/// (§2, §4.9, §4.10).
+#[derive(Clone, Debug)]
+pub struct Asm2464Config {
+    /// Re-issues of a TLP whose F0 reply says ret_status 1 or 0xFF (§4.9: 10).
+    pub tlp_retries: u32,
+    /// Pause before each re-issue (§4.9: 1 ms, "this sleep is very picky").
+    pub retry_backoff: Duration,
+    /// Re-issues of a config request answered with Configuration Request Retry Status.
+    pub config_retry_attempts: u32,
+    /// Pause between CRS retries (devices may answer CRS for up to 1 s after reset).
+    pub config_retry_backoff: Duration,
+    /// How long to wait for LTSSM to reach L0 after power-on (§2 step 6: bounded poll).
+    pub link_up_timeout: Duration,
+    /// Pause between LTSSM polls.
+    pub link_poll_interval: Duration,
+    /// Bytes per bulk transfer of a streaming read or write.
+    pub stream_chunk: usize,
+    /// Most bytes one streaming F0 arms; longer ranges are armed again.
+    pub max_stream_len: usize,
+    /// Bulk transfers of one stream in flight at once.
+    pub stream_depth: usize,
+    /// Posted control transfers in flight before the oldest is reaped.
+    pub posted_depth: usize,
+    /// Power the slot on and wait for the link when it is down at open.
+    pub power_on_at_open: bool,
+}
+
+impl Default for Asm2464Config {
+    fn default() -> Self {
+        Self {
+            tlp_retries: 10,
+            retry_backoff: Duration::from_millis(1),
+            config_retry_attempts: 100,
+            config_retry_backoff: Duration::from_millis(10),
+            link_up_timeout: Duration::from_secs(5),
+            link_poll_interval: Duration::from_millis(20),
+            stream_chunk: 1 << 20,
+            max_stream_len: 64 << 20,
+            stream_depth: 4,
+            posted_depth: 64,
+            power_on_at_open: true,
+        }
+    }
+}
+
+// Timeouts (§4.10; bulk ones grow with size so a slow USB2 link is not mistaken for a hang).
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(1);
+const F0_TIMEOUT: Duration = Duration::from_secs(5);
+const F3_TIMEOUT: Duration = Duration::from_secs(10);
+const SRAM_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn bulk_timeout(len: usize) -> Duration {
+    // 1 s plus 1 s per 30 MB: USB2 high speed moves 35–45 MB/s (§10.2).
+    Duration::from_secs(1) + Duration::from_secs((len / 30_000_000) as u64)
+}
+
+/// USB traffic the protocol layer generated, for `egpu bench link`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub control_out: u64,
+    pub control_in: u64,
+    pub bulk_out: u64,
+    pub bulk_in: u64,
+    /// Bytes host → device, SETUP packets included.
+    pub bytes_out: u64,
+    /// Bytes device → host.
+    pub bytes_in: u64,
+}
+
+impl LinkStats {
+    pub fn transfers(&self) -> u64 {
+        self.control_out + self.control_in + self.bulk_out + self.bulk_in
+    }
+}
+
+impl std::ops::Sub for LinkStats {
+    type Output = LinkStats;
+    fn sub(self, earlier: LinkStats) -> LinkStats {
+        LinkStats {
+            control_out: self.control_out - earlier.control_out,
+            control_in: self.control_in - earlier.control_in,
+            bulk_out: self.bulk_out - earlier.bulk_out,
+            bulk_in: self.bulk_in - earlier.bulk_in,
+            bytes_out: self.bytes_out - earlier.bytes_out,
+            bytes_in: self.bytes_in - earlier.bytes_in,
+        }
+    }
+}
+
+/// Which firmware a device's descriptors say it runs (§1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BridgeIdentity {
+    /// 0xADD1:0x0001 or 0x3801:0x0001 with a product string starting with `custom`.
+    CustomFirmware,
+    /// 0x174C:0x2464 / 0x174C:0x2463: ASMedia's stock firmware, to be reflashed.
+    StockFirmware,
+    /// Anything else.
+    Other,
+}
+
+/// Classify a device by its IDs and product string (§1 "USB IDs tinygrad accepts").
+pub fn identify(vendor_id: u16, product_id: u16, product: Option<&str>) -> BridgeIdentity {
+    match (vendor_id, product_id) {
+        (0xADD1 | 0x3801, 0x0001) if product.is_some_and(|p| p.starts_with("custom")) => {
+            BridgeIdentity::CustomFirmware
+        }
+        (0x174C, 0x2464 | 0x2463) => BridgeIdentity::StockFirmware,
+        _ => BridgeIdentity::Other,
+    }
+}
+
+/// A bulk IN armed by F2 that completes once the GPU writes the completion-queue page.
+#[must_use = "an armed SRAM read must be finished with Asm2464::finish_sram_read"]
+pub struct PendingSramRead {
+    tag: Tag,
+    len: usize,
+}
+
+/// A bridge running the custom firmware, reached through `T`.
+pub struct Asm2464<T: UsbTransport> {
+    usb: T,
+    config: Asm2464Config,
+    superspeed: bool,
+    /// Posted control transfers not yet reaped, oldest first.
+    posted: VecDeque<Tag>,
+    /// Bulk OUT transfers the firmware must consume before the next vendor request.
+    bulk_out: VecDeque<Tag>,
+    /// Set after a failed transfer: the next operation resets the interface first.
+    needs_reset: bool,
+    stats: LinkStats,
+}
+
+impl<T: UsbTransport> Asm2464<T> {
+    /// Check the device is a custom-firmware bridge, reset its transfer state, bring the PCIe
+    /// link up (powering the slot if needed) and check that config reads work.
+    pub fn open(usb: T, config: Asm2464Config) -> Result<Self, LinkError> {
+        let info = usb.info().clone();
+        match identify(info.vendor_id, info.product_id, info.product.as_deref()) {
+            BridgeIdentity::CustomFirmware => {}
+            BridgeIdentity::StockFirmware => {
+                return Err(LinkError::StockFirmware {
+                    device: info.name,
+                    vendor_id: info.vendor_id,
+                    product_id: info.product_id,
+                })
+            }
+            BridgeIdentity::Other => {
+                return Err(LinkError::NotABridge {
+                    device: info.name,
+                    vendor_id: info.vendor_id,
+                    product_id: info.product_id,
+                    product: info.product,
+                })
+            }
+        }
+        let superspeed = info.speed.is_none_or(|speed| speed.is_superspeed());
+        let mut bridge = Self {
+            usb,
+            config,
+            superspeed,
+            posted: VecDeque::new(),
+            bulk_out: VecDeque::new(),
+            needs_reset: true,
+            stats: LinkStats::default(),
+        };
+        bridge.recover()?;
+        if bridge.ltssm()? != LTSSM_L0 {
+            if !bridge.config.power_on_at_open {
+                let ltssm = bridge.ltssm()?;
+                return Err(LinkError::LinkDown { ltssm, waited: Duration::ZERO });
+            }
+            bridge.power_on()?;
+        }
+        // §3 "protocol drift": trust behaviour, not the product string. The bridge's own
+        // function at 00:00.0 must answer a config read with a real vendor ID.
+        let id = bridge.config_read(Bdf::new(0, 0, 0), 0, 4)?;
+        if id & 0xFFFF == 0xFFFF || id & 0xFFFF == 0 {
+            return Err(LinkError::Config {
+                op: "checking the bridge answers config reads".into(),
+                bdf: Bdf::new(0, 0, 0),
+                reason: format!("vendor/device read back as {id:#010x}; the firmware revision may speak an older protocol, update it"),
+            });
+        }
+        Ok(bridge)
+    }
+
+    pub fn info(&self) -> &egpu_usb::DeviceInfo {
+        self.usb.info()
+    }
+
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+
+    pub fn config(&self) -> &Asm2464Config {
+        &self.config
+    }
+
+    /// The transport, e.g. to reach an emulator's inspection API in tests.
+    pub fn transport(&self) -> &T {
+        &self.usb
+    }
+
+    /// Reset the bridge's transfer state (SET_INTERFACE alt 0) and forget anything in flight.
+    pub fn recover(&mut self) -> Result<(), LinkError> {
+        self.posted.clear();
+        self.bulk_out.clear();
+        self.usb.reset_interface().map_err(LinkError::usb("resetting the bridge interface"))?;
+        self.needs_reset = false;
+        Ok(())
+    }
+
+    // ---- transfers -------------------------------------------------------------------
+
+    fn submit(&mut self, transfer: Transfer, timeout: Duration) -> Result<Tag, UsbError> {
+        match &transfer {
+            Transfer::ControlIn { length, .. } => {
+                self.stats.control_in += 1;
+                self.stats.bytes_out += 8;
+                self.stats.bytes_in += u64::from(*length);
+            }
+            Transfer::ControlOut { data, .. } => {
+                self.stats.control_out += 1;
+                self.stats.bytes_out += 8 + data.len() as u64;
+            }
+            Transfer::BulkIn { length, .. } => {
+                self.stats.bulk_in += 1;
+                self.stats.bytes_in += *length as u64;
+            }
+            Transfer::BulkOut { data, .. } => {
+                self.stats.bulk_out += 1;
+                self.stats.bytes_out += data.len() as u64;
+            }
+        }
+        self.usb.submit(transfer, timeout)
+    }
+
+    /// Run `body` with the reset-on-error discipline: a failure leaves the interface to be
+    /// reset before the next operation, so one error never poisons the session.
+    fn guarded<R>(
+        &mut self,
+        op: &str,
+        body: impl FnOnce(&mut Self) -> Result<R, LinkError>,
+    ) -> Result<R, LinkError> {
+        if self.needs_reset {
+            self.recover()?;
+        }
+        let result = body(self);
+        if let Err(error) = &result {
+            if matches!(error, LinkError::Usb { .. } | LinkError::ShortReply { .. }) {
+                self.needs_reset = true;
+            }
+        }
+        result.map_err(|error| match error {
+            LinkError::Usb { op: inner, source } if inner.is_empty() => {
+                LinkError::Usb { op: op.to_string(), source }
+            }
+            other => other,
+        })
+    }
+
+    /// Wait for every bulk OUT the firmware still has to consume.
+    fn drain_bulk_out(&mut self) -> Result<(), LinkError> {
+        while let Some(tag) = self.bulk_out.pop_front() {
+            self.usb.wait(tag).map_err(LinkError::usb(""))?;
+        }
+        Ok(())
+    }
+
+    fn reap_posted(&mut self, keep: usize) -> Result<(), LinkError> {
+        while self.posted.len() > keep {
+            let tag = self.posted.pop_front().expect("length checked");
+            self.usb.wait(tag).map_err(LinkError::usb(""))?;
+        }
+        Ok(())
+    }
+
+    fn control_in(&mut self, setup: egpu_usb::ControlSetup, length: u16) -> Result<Tag, LinkError> {
+        self.submit(Transfer::ControlIn { setup, length }, CONTROL_TIMEOUT)
+            .map_err(LinkError::usb(""))
+    }
+
+    // ---- XDATA (E4/E5) ---------------------------------------------------------------
+
+    /// Read `len` bytes of bridge XDATA, in chunks of the firmware's limit, pipelined.
+    pub fn xdata_read(&mut self, address: u16, len: usize) -> Result<Vec<u8>, LinkError> {
+        check_xdata(address, len)?;
+        self.guarded("reading bridge XDATA (E4)", |this| {
+            this.drain_bulk_out()?;
+            let limit = xdata_read_limit(this.superspeed);
+            let mut tags = Vec::new();
+            let mut offset = 0;
+            while offset < len {
+                let chunk = limit.min(len - offset);
+                let setup = xdata_read_setup(address + offset as u16, 0);
+                tags.push((this.control_in(setup, chunk as u16)?, chunk));
+                offset += chunk;
+            }
+            let mut out = Vec::with_capacity(len);
+            for (tag, chunk) in tags {
+                let data = this.usb.wait(tag).map_err(LinkError::usb(""))?.into_data();
+                if data.len() != chunk {
+                    return Err(LinkError::ShortReply {
+                        op: format!("E4 read of {chunk} bytes of XDATA"),
+                        expected: chunk,
+                        actual: data.len(),
+                    });
+                }
+                out.extend_from_slice(&data);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Write bytes of bridge XDATA, one E5 request each, pipelined.
+    pub fn xdata_write(&mut self, address: u16, data: &[u8]) -> Result<(), LinkError> {
+        check_xdata(address, data.len())?;
+        self.guarded("writing bridge XDATA (E5)", |this| {
+            this.drain_bulk_out()?;
+            let mut tags = Vec::with_capacity(data.len());
+            for (i, &byte) in data.iter().enumerate() {
+                let setup = xdata_write_setup(address + i as u16, byte, 0);
+                let transfer = Transfer::ControlOut { setup, data: Bytes::new() };
+                tags.push(this.submit(transfer, CONTROL_TIMEOUT).map_err(LinkError::usb(""))?);
+            }
+            for tag in tags {
+                this.usb.wait(tag).map_err(LinkError::usb(""))?;
+            }
+            Ok(())
+        })
+    }
+
+    // ---- link power (F3) ---------------------------------------------------------------
+
+    /// Current LTSSM state (0x78 = L0, link up).
+    pub fn ltssm(&mut self) -> Result<u8, LinkError> {
+        Ok(self.xdata_read(XDATA_LTSSM, 1)?[0])
+    }
+
+    /// Power the slot on and wait, bounded, for the link to reach L0 (§3 F3, §2 step 6).
+    pub fn power_on(&mut self) -> Result<(), LinkError> {
+        self.set_power(true)?;
+        let start = Instant::now();
+        loop {
+            let ltssm = self.ltssm()?;
+            if ltssm == LTSSM_L0 {
+                return Ok(());
+            }
+            if start.elapsed() >= self.config.link_up_timeout {
+                return Err(LinkError::LinkDown { ltssm, waited: start.elapsed() });
+            }
+            thread::sleep(self.config.link_poll_interval);
+        }
+    }
+
+    /// Send F3: power the PCIe slot on (training starts) or off (PERST#, rails off).
+    pub fn set_power(&mut self, on: bool) -> Result<(), LinkError> {
+        let op = if on { "powering the PCIe slot on (F3)" } else { "powering the PCIe slot off (F3)" };
+        self.guarded(op, |this| {
+            this.drain_bulk_out()?;
+            this.reap_posted(0)?;
+            let transfer = Transfer::ControlOut { setup: power_setup(on), data: Bytes::new() };
+            let tag = this.submit(transfer, F3_TIMEOUT).map_err(LinkError::usb(""))?;
+            this.usb.wait(tag).map_err(LinkError::usb(""))?;
+            Ok(())
+        })
+    }
+
+    /// Bus voltage (mV) and current (mA) from the INA231 monitor; newer firmware only (§3 C0).
+    pub fn power_monitor(&mut self) -> Result<(u16, i16), LinkError> {
+        self.guarded("reading the power monitor (C0)", |this| {
+            this.drain_bulk_out()?;
+            let setup = egpu_usb::ControlSetup::vendor_in(REQ_POWER_MONITOR, 0, 0);
+            let tag = this.control_in(setup, 4)?;
+            let data = this.usb.wait(tag).map_err(LinkError::usb(""))?.into_data();
+            match data[..] {
+                [v0, v1, c0, c1] => Ok((u16::from_le_bytes([v0, v1]), i16::from_le_bytes([c0, c1]))),
+                _ => Err(LinkError::ShortReply {
+                    op: "C0 power monitor read".into(),
+                    expected: 4,
+                    actual: data.len(),
+                }),
+            }
+        })
+    }
+
+    // ---- single TLPs (F0 mode 0) -------------------------------------------------------
+
+    /// One TLP. Posted requests return `None` without waiting; non-posted ones return the
+    /// completion data after the §4.9 retry and status rules.
+    fn single_tlp(
+        &mut self,
+        op: &str,
+        fmt: FmtType,
+        address: u64,
+        byte_enable: u8,
+        value: u32,
+    ) -> Result<Option<u32>, LinkError> {
+        self.guarded(op, |this| {
+            this.drain_bulk_out()?;
+            let request = F0Request { fmt, byte_enable, mode: F0Mode::Single, address, value };
+            let payload = Bytes::copy_from_slice(&request.payload());
+            if fmt.is_posted() {
+                let transfer = Transfer::ControlOut { setup: request.setup(), data: payload };
+                let tag = this.submit(transfer, F0_TIMEOUT).map_err(LinkError::usb(""))?;
+                this.posted.push_back(tag);
+                let depth = this.config.posted_depth;
+                this.reap_posted(depth)?;
+                return Ok(None);
+            }
+            let is_config = matches!(fmt, FmtType::CfgRd0 | FmtType::CfgRd1 | FmtType::CfgWr0 | FmtType::CfgWr1);
+            let mut engine_attempts = 0;
+            let mut crs_attempts = 0;
+            loop {
+                let out = Transfer::ControlOut { setup: request.setup(), data: payload.clone() };
+                let out = this.submit(out, F0_TIMEOUT).map_err(LinkError::usb(""))?;
+                let reply = this
+                    .submit(Transfer::ControlIn { setup: f0_reply_setup(), length: F0_REPLY_LEN }, F0_TIMEOUT)
+                    .map_err(LinkError::usb(""))?;
+                this.usb.wait(out).map_err(LinkError::usb(""))?;
+                let bytes = this.usb.wait(reply).map_err(LinkError::usb(""))?.into_data();
+                let reply = F0Reply::parse(&bytes).ok_or(LinkError::ShortReply {
+                    op: format!("F0 reply to {op}"),
+                    expected: usize::from(F0_REPLY_LEN),
+                    actual: bytes.len(),
+                })?;
+                match reply.ret_status {
+                    RetStatus::Completed => {}
+                    RetStatus::EngineError | RetStatus::Timeout | RetStatus::Unknown(_) => {
+                        engine_attempts += 1;
+                        if engine_attempts > this.config.tlp_retries {
+                            let ret_status = match reply.ret_status {
+                                RetStatus::EngineError => 1,
+                                RetStatus::Timeout => 0xFF,
+                                RetStatus::Unknown(value) => value,
+                                RetStatus::Completed => 0,
+                            };
+                            return Err(LinkError::TlpFailed {
+                                op: op.to_string(),
+                                attempts: engine_attempts,
+                                ret_status,
+                            });
+                        }
+                        thread::sleep(this.config.retry_backoff);
+                        continue;
+                    }
+                }
+                return match reply.status {
+                    CompletionStatus::SuccessfulCompletion => Ok(Some(reply.data)),
+                    CompletionStatus::UnsupportedRequest => {
+                        Err(LinkError::UnsupportedRequest { op: op.to_string() })
+                    }
+                    CompletionStatus::CompleterAbort => {
+                        Err(LinkError::CompleterAbort { op: op.to_string() })
+                    }
+                    CompletionStatus::ConfigRequestRetryStatus if is_config => {
+                        crs_attempts += 1;
+                        if crs_attempts >= this.config.config_retry_attempts {
+                            return Err(LinkError::ConfigRetry {
+                                op: op.to_string(),
+                                attempts: crs_attempts,
+                            });
+                        }
+                        thread::sleep(this.config.config_retry_backoff);
+                        continue;
+                    }
+                    CompletionStatus::ConfigRequestRetryStatus => Err(LinkError::ReservedCompletion {
+                        op: format!("{op} (Configuration Retry Status on a memory request)"),
+                        status: 0b010,
+                    }),
+                    CompletionStatus::Reserved(status) => {
+                        Err(LinkError::ReservedCompletion { op: op.to_string(), status })
+                    }
+                };
+            }
+        })
+    }
+
+    // ---- streaming (F0 modes 1 and 2) ----------------------------------------------------
+
+    /// Streaming write (§4.4): one F0 arm per `max_stream_len`, bulk OUT chunks pipelined and
+    /// left in flight (drained before the next request on EP0).
+    fn stream_write(&mut self, address: u64, data: Bytes) -> Result<(), LinkError> {
+        check_dwords("streaming BAR write", address, data.len())?;
+        self.guarded("streaming memory write (F0 mode 1)", |this| {
+            for (start, piece) in split_stream(address, data.len(), this.config.max_stream_len) {
+                this.drain_bulk_out()?;
+                let request = F0Request {
+                    fmt: FmtType::memory_write(start),
+                    byte_enable: 0x0F,
+                    mode: F0Mode::StreamWrite,
+                    address: start,
+                    value: (piece.len() / 4) as u32,
+                };
+                let arm = Transfer::ControlOut {
+                    setup: request.setup(),
+                    data: Bytes::copy_from_slice(&request.payload()),
+                };
+                let arm = this.submit(arm, F0_TIMEOUT).map_err(LinkError::usb(""))?;
+                this.posted.push_back(arm);
+                let mut offset = piece.start;
+                while offset < piece.end {
+                    let end = (offset + this.config.stream_chunk).min(piece.end);
+                    let chunk = data.slice(offset..end);
+                    let timeout = bulk_timeout(chunk.len());
+                    let tag = this
+                        .submit(Transfer::BulkOut { endpoint: EP_BULK_OUT, data: chunk }, timeout)
+                        .map_err(LinkError::usb(""))?;
+                    this.bulk_out.push_back(tag);
+                    while this.bulk_out.len() > this.config.stream_depth {
+                        let oldest = this.bulk_out.pop_front().expect("length checked");
+                        this.usb.wait(oldest).map_err(LinkError::usb(""))?;
+                    }
+                    offset = end;
+                }
+            }
+            let depth = this.config.posted_depth;
+            this.reap_posted(depth)
+        })
+    }
+
+    /// Streaming read (§4.5). Errors on the PCIe side are silent in this mode (garbage data);
+    /// use [`PcieLink::mem_read32`] where a read must be checked.
+    fn stream_read(&mut self, address: u64, len: usize) -> Result<Vec<u8>, LinkError> {
+        check_dwords("streaming BAR read", address, len)?;
+        self.guarded("streaming memory read (F0 mode 2)", |this| {
+            let mut out: Vec<u8> = Vec::new();
+            for (start, piece) in split_stream(address, len, this.config.max_stream_len) {
+                this.drain_bulk_out()?;
+                let request = F0Request {
+                    fmt: FmtType::memory_read(start),
+                    byte_enable: 0x0F,
+                    mode: F0Mode::StreamRead,
+                    address: start,
+                    value: (piece.len() / 4) as u32,
+                };
+                let arm = Transfer::ControlOut {
+                    setup: request.setup(),
+                    data: Bytes::copy_from_slice(&request.payload()),
+                };
+                let arm = this.submit(arm, F0_TIMEOUT).map_err(LinkError::usb(""))?;
+                let mut tags = VecDeque::new();
+                let mut offset = piece.start;
+                let mut first = true;
+                while offset < piece.end || !tags.is_empty() {
+                    while offset < piece.end && tags.len() < this.config.stream_depth {
+                        let chunk = this.config.stream_chunk.min(piece.end - offset);
+                        let tag = this
+                            .submit(Transfer::BulkIn { endpoint: EP_BULK_IN, length: chunk }, STREAM_READ_TIMEOUT)
+                            .map_err(LinkError::usb(""))?;
+                        tags.push_back((tag, chunk));
+                        offset += chunk;
+                    }
+                    if first {
+                        this.usb.wait(arm).map_err(LinkError::usb(""))?;
+                        first = false;
+                    }
+                    let (tag, chunk) = tags.pop_front().expect("loop condition");
+                    let data = this.usb.wait(tag).map_err(LinkError::usb(""))?.into_data();
+                    if data.len() != chunk {
+                        return Err(LinkError::ShortReply {
+                            op: format!("streaming read chunk at {:#x}", start),
+                            expected: chunk,
+                            actual: data.len(),
+                        });
+                    }
+                    // The common single-chunk read hands the transfer buffer over uncopied.
+                    if out.is_empty() && data.len() == len {
+                        out = data;
+                    } else {
+                        out.extend_from_slice(&data);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    // ---- SRAM DMA (F2) -----------------------------------------------------------------
+
+    /// Write `data` into SRAM from `start_slot` (§4.6): one F2 arm and one bulk OUT of whole
+    /// sectors. The bulk OUT is left in flight. Completion on USB does not mean the bytes are
+    /// visible to the GPU yet (§4.6): put a sentinel in the data if the GPU must know.
+    pub fn sram_write(&mut self, start_slot: u8, data: Bytes) -> Result<(), LinkError> {
+        let request = F2Request::for_len(SramDirection::Write, start_slot, data.len()).ok_or(
+            LinkError::SramRange { op: "SRAM write".into(), start_slot, len: data.len() },
+        )?;
+        let wire = if data.len() == request.wire_len() {
+            data
+        } else {
+            let mut padded = Vec::with_capacity(request.wire_len());
+            padded.extend_from_slice(&data);
+            padded.resize(request.wire_len(), 0);
+            Bytes::from(padded)
+        };
+        self.guarded("SRAM write (F2)", |this| {
+            this.drain_bulk_out()?;
+            let arm = Transfer::ControlOut { setup: request.setup(), data: Bytes::new() };
+            let arm = this.submit(arm, CONTROL_TIMEOUT).map_err(LinkError::usb(""))?;
+            this.posted.push_back(arm);
+            let timeout = bulk_timeout(wire.len());
+            let tag = this
+                .submit(Transfer::BulkOut { endpoint: EP_BULK_OUT, data: wire }, timeout)
+                .map_err(LinkError::usb(""))?;
+            this.bulk_out.push_back(tag);
+            let depth = this.config.posted_depth;
+            this.reap_posted(depth)
+        })
+    }
+
+    /// Arm an SRAM read of `len` bytes from slot 0 (§4.7: reads always start at slot 0) and
+    /// queue its bulk IN. The data arrives once something on the PCIe side writes the
+    /// completion-queue page ([`PCIE_CQ_PAGE`]); finish with [`Self::finish_sram_read`].
+    pub fn arm_sram_read(&mut self, len: usize) -> Result<PendingSramRead, LinkError> {
+        let request = F2Request::for_len(SramDirection::Read, 0, len)
+            .ok_or(LinkError::SramRange { op: "SRAM read".into(), start_slot: 0, len })?;
+        self.guarded("arming an SRAM read (F2)", |this| {
+            this.drain_bulk_out()?;
+            let arm = Transfer::ControlOut { setup: request.setup(), data: Bytes::new() };
+            let arm = this.submit(arm, CONTROL_TIMEOUT).map_err(LinkError::usb(""))?;
+            let transfer = Transfer::BulkIn { endpoint: EP_BULK_IN, length: request.wire_len() };
+            let tag = this.submit(transfer, SRAM_READ_TIMEOUT).map_err(LinkError::usb(""))?;
+            this.usb.wait(arm).map_err(LinkError::usb(""))?;
+            Ok(PendingSramRead { tag, len })
+        })
+    }
+
+    /// Wait for an armed SRAM read; its deadline covers a GPU that never releases it.
+    pub fn finish_sram_read(&mut self, pending: PendingSramRead) -> Result<Vec<u8>, LinkError> {
+        self.guarded("SRAM read (F2 bulk IN, released by a write to the CQ page)", |this| {
+            let mut data = this.usb.wait(pending.tag).map_err(LinkError::usb(""))?.into_data();
+            let wire = pending.len.div_ceil(SRAM_SECTOR) * SRAM_SECTOR;
+            if data.len() != wire {
+                return Err(LinkError::ShortReply {
+                    op: "SRAM read".into(),
+                    expected: wire,
+                    actual: data.len(),
+                });
+            }
+            data.truncate(pending.len);
+            Ok(data)
+        })
+    }
+}
+
+impl<T: UsbTransport> PcieLink for Asm2464<T> {
+    fn config_read(&mut self, bdf: Bdf, offset: u16, size: u8) -> Result<u32, LinkError> {
+        let byte_enable = config_byte_enable("config read", bdf, offset, size)?;
+        let op = format!("config read of {bdf} register {offset:#05x}");
+        let data = self
+            .single_tlp(&op, FmtType::config_read(bdf.bus), u64::from(bdf.config_address(offset & !3)), byte_enable, 0)?
+            .unwrap_or(0);
+        Ok(extract(data, offset.into(), size))
+    }
+
+    fn config_write(&mut self, bdf: Bdf, offset: u16, size: u8, value: u32) -> Result<(), LinkError> {
+        let byte_enable = config_byte_enable("config write", bdf, offset, size)?;
+        let op = format!("config write of {bdf} register {offset:#05x}");
+        let shifted = value << (8 * (offset & 3));
+        self.single_tlp(&op, FmtType::config_write(bdf.bus), u64::from(bdf.config_address(offset & !3)), byte_enable, shifted)?;
+        Ok(())
+    }
+
+    fn mem_read32(&mut self, address: u64) -> Result<u32, LinkError> {
+        check_dwords("memory read", address, 4)?;
+        let op = format!("memory read at {address:#x}");
+        Ok(self.single_tlp(&op, FmtType::memory_read(address), address, 0x0F, 0)?.unwrap_or(0))
+    }
+
+    fn mem_write(&mut self, address: u64, size: u8, value: u32) -> Result<(), LinkError> {
+        let byte_enable = byte_enable(address, size).ok_or(LinkError::Unaligned {
+            op: "memory write".into(),
+            address,
+            len: usize::from(size),
+        })?;
+        let op = format!("memory write at {address:#x}");
+        let aligned = address & !3;
+        let shifted = value << (8 * (address & 3));
+        self.single_tlp(&op, FmtType::memory_write(aligned), aligned, byte_enable, shifted)?;
+        Ok(())
+    }
+
+    fn mem_read(&mut self, address: u64, len: usize) -> Result<Vec<u8>, LinkError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        self.stream_read(address, len)
+    }
+
+    fn mem_write_bytes(&mut self, address: u64, data: Bytes) -> Result<(), LinkError> {
+        check_dwords("memory write", address, data.len())?;
+        // Up to two dwords, single posted TLPs cost one control transfer each: no more than the
+        // F0 arm plus bulk OUT of a stream, and nothing to drain afterwards.
+        if data.len() <= 8 {
+            for (i, dword) in data.chunks_exact(4).enumerate() {
+                let value = u32::from_le_bytes([dword[0], dword[1], dword[2], dword[3]]);
+                self.mem_write(address + 4 * i as u64, 4, value)?;
+            }
+            return Ok(());
+        }
+        self.stream_write(address, data)
+    }
+
+    fn flush(&mut self) -> Result<(), LinkError> {
+        self.guarded("flushing posted writes", |this| {
+            this.drain_bulk_out()?;
+            this.reap_posted(0)
+        })
+    }
+}
+
+fn check_xdata(address: u16, len: usize) -> Result<(), LinkError> {
+    if usize::from(address) + len > 0x1_0000 {
+        return Err(LinkError::OutOfRange {
+            op: "XDATA access".into(),
+            offset: u64::from(address),
+            len,
+            size: 0x1_0000,
+        });
+    }
+    Ok(())
+}
+
+fn check_dwords(op: &str, address: u64, len: usize) -> Result<(), LinkError> {
+    if address % 4 != 0 || len % 4 != 0 {
+        return Err(LinkError::Unaligned { op: op.into(), address, len });
+    }
+    Ok(())
+}
+
+fn config_byte_enable(op: &str, bdf: Bdf, offset: u16, size: u8) -> Result<u8, LinkError> {
+    if offset >= 0x1000 {
+        return Err(LinkError::Config {
+            op: op.into(),
+            bdf,
+            reason: format!("register {offset:#x} is beyond the 4 KiB configuration space"),
+        });
+    }
+    byte_enable(offset.into(), size).ok_or(LinkError::Unaligned {
+        op: format!("{op} of {bdf}"),
+        address: offset.into(),
+        len: usize::from(size),
+    })
+}
+
+/// Shift completion data right by the byte offset and mask to the access size (§4.1).
+fn extract(data: u32, offset: u64, size: u8) -> u32 {
+    let shifted = data >> (8 * (offset & 3));
+    if size >= 4 {
+        shifted
+    } else {
+        shifted & ((1u32 << (8 * size)) - 1)
+    }
+}
+
+/// Split `[address, address + len)` into pieces that each fit one streaming arm: at most
+/// `max` bytes, and never crossing 4 GiB (the header format is chosen once per arm, and a
+/// 3DW header cannot carry the upper half, §4.1). Yields (bus address, byte range).
+fn split_stream(address: u64, len: usize, max: usize) -> Vec<(u64, std::ops::Range<usize>)> {
+    let max = max.max(4) & !3;
+    let mut pieces = Vec::new();
+    let mut offset = 0usize;
+    while offset < len {
+        let start = address + offset as u64;
+        let mut piece = max.min(len - offset);
+        if start < 1 << 32 {
+            piece = piece.min(((1u64 << 32) - start) as usize);
+        }
+        pieces.push((start, offset..offset + piece));
+        offset += piece;
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_per_section_1() {
+        assert_eq!(identify(0xADD1, 0x0001, Some("custom v0.1")), BridgeIdentity::CustomFirmware);
+        assert_eq!(identify(0x3801, 0x0001, Some("custom")), BridgeIdentity::CustomFirmware);
+        assert_eq!(identify(0xADD1, 0x0001, Some("USB 3.2 PCIe TinyEnclosure")), BridgeIdentity::Other);
+        assert_eq!(identify(0x174C, 0x2464, None), BridgeIdentity::StockFirmware);
+        assert_eq!(identify(0x174C, 0x2463, Some("AS2462")), BridgeIdentity::StockFirmware);
+        assert_eq!(identify(0x1234, 0x0001, Some("custom")), BridgeIdentity::Other);
+    }
+
+    #[test]
+    fn extract_shifts_and_masks() {
+        assert_eq!(extract(0x744C_1002, 0, 4), 0x744C_1002);
+        assert_eq!(extract(0x744C_1002, 2, 2), 0x744C);
+        assert_eq!(extract(0x0080_0000, 2, 1), 0x80);
+        assert_eq!(extract(0x1234_5678, 1, 1), 0x56);
+    }
+
+    #[test]
+    fn streams_split_at_the_limit_and_at_4_gib() {
+        assert_eq!(split_stream(0x1000, 16, 64), vec![(0x1000, 0..16)]);
+        assert_eq!(split_stream(0x1000, 20, 8), vec![(0x1000, 0..8), (0x1008, 8..16), (0x1010, 16..20)]);
+        let around = split_stream(0xFFFF_FFF8, 16, 1 << 20);
+        assert_eq!(around, vec![(0xFFFF_FFF8, 0..8), (0x1_0000_0000, 8..16)]);
+    }
+}
