@@ -43,7 +43,9 @@ pub enum LinkError {
     #[error("PCIe link did not come up: LTSSM state 0x{ltssm:02X} (0x78 = L0) after {waited:?}; check the GPU's own power supply and cables, reseat the card, then replug the bridge")]
     LinkDown { ltssm: u8, waited: Duration },
 
-    #[error("{op}: address 0x{address:X} and length {len} must be multiples of 4 for dword access")]
+    #[error(
+        "{op}: address 0x{address:X} and length {len} must be multiples of 4 for dword access"
+    )]
     Unaligned { op: String, address: u64, len: usize },
 
     #[error("{op}: range 0x{offset:X}+0x{len:X} is outside the {size:#X}-byte region")]

@@ -44,10 +44,15 @@ impl UsbTransport for Scripted {
     fn submit(&mut self, transfer: Transfer, _timeout: Duration) -> Result<Tag, UsbError> {
         let tag = self.inflight.begin();
         let result = match &transfer {
-            Transfer::ControlIn { .. } | Transfer::BulkIn { .. } => match self.replies.pop_front() {
-                Some(reply) => Ok(Completion::In(reply)),
-                None => Err(UsbError::Timeout { transfer: transfer.to_string(), after: Duration::from_secs(1) }),
-            },
+            Transfer::ControlIn { .. } | Transfer::BulkIn { .. } => {
+                match self.replies.pop_front() {
+                    Some(reply) => Ok(Completion::In(reply)),
+                    None => Err(UsbError::Timeout {
+                        transfer: transfer.to_string(),
+                        after: Duration::from_secs(1),
+                    }),
+                }
+            }
             other => Ok(Completion::Out { length: other.requested_len() }),
         };
         self.sent.push(transfer);
@@ -74,7 +79,11 @@ fn ok_reply(data: u32) -> Vec<u8> {
 }
 
 fn config() -> Asm2464Config {
-    Asm2464Config { retry_backoff: Duration::ZERO, config_retry_backoff: Duration::ZERO, ..Default::default() }
+    Asm2464Config {
+        retry_backoff: Duration::ZERO,
+        config_retry_backoff: Duration::ZERO,
+        ..Default::default()
+    }
 }
 
 /// A bridge opened with the link up and the bridge answering its vendor ID, plus how many
@@ -115,7 +124,9 @@ fn out_data(transfer: &Transfer) -> Bytes {
 
 #[test]
 fn open_checks_ltssm_then_reads_the_bridge_vendor_id() {
-    let bridge = Asm2464::open(Scripted::new(vec![vec![LTSSM_L0], ok_reply(0x2461_1B21)]), config()).unwrap();
+    let bridge =
+        Asm2464::open(Scripted::new(vec![vec![LTSSM_L0], ok_reply(0x2461_1B21)]), config())
+            .unwrap();
     let sent = &bridge.transport().sent;
     // §2 step 6: E4 read of 0xB450, one byte.
     assert_eq!(setup_bytes(&sent[0]), [0xC0, 0xE4, 0x50, 0xB4, 0x00, 0x00, 0x01, 0x00]);
@@ -155,7 +166,10 @@ fn posted_memory_write_sends_one_transfer_and_no_reply_read() {
     let sent = t.sent();
     assert_eq!(sent.len(), 1);
     assert_eq!(setup_bytes(&sent[0]), [0x40, 0xF0, 0x40, 0x0C, 0x00, 0x00, 12, 0]);
-    assert_eq!(&out_data(&sent[0])[..], &[0x00, 0x00, 0x00, 0x10, 0, 0, 0, 0, 0x00, 0x00, 0xEF, 0xBE]);
+    assert_eq!(
+        &out_data(&sent[0])[..],
+        &[0x00, 0x00, 0x00, 0x10, 0, 0, 0, 0, 0x00, 0x00, 0xEF, 0xBE]
+    );
 }
 
 #[test]
@@ -187,7 +201,10 @@ fn engine_errors_are_retried_then_reported() {
     timeout[7] = 0xFF;
     let mut t = Opened::new(vec![timeout; 11]);
     let error = t.bridge.config_read(Bdf::new(4, 0, 0), 0, 4).unwrap_err();
-    assert!(matches!(error, LinkError::TlpFailed { attempts: 11, ret_status: 0xFF, .. }), "{error}");
+    assert!(
+        matches!(error, LinkError::TlpFailed { attempts: 11, ret_status: 0xFF, .. }),
+        "{error}"
+    );
 }
 
 #[test]
@@ -198,7 +215,10 @@ fn completion_status_maps_to_typed_errors_per_section_4_9() {
         reply
     };
     let mut t = Opened::new(vec![with_status(0b001)]);
-    assert!(matches!(t.bridge.config_read(Bdf::new(9, 0, 0), 0, 4), Err(LinkError::UnsupportedRequest { .. })));
+    assert!(matches!(
+        t.bridge.config_read(Bdf::new(9, 0, 0), 0, 4),
+        Err(LinkError::UnsupportedRequest { .. })
+    ));
     let mut t = Opened::new(vec![with_status(0b100)]);
     assert!(matches!(t.bridge.mem_read32(0x1000_0000), Err(LinkError::CompleterAbort { .. })));
     // CRS on a config read is retried; then the real answer comes.

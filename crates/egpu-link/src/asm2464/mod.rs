@@ -384,7 +384,8 @@ impl<T: UsbTransport> Asm2464<T> {
 
     /// Send F3: power the PCIe slot on (training starts) or off (PERST#, rails off).
     pub fn set_power(&mut self, on: bool) -> Result<(), LinkError> {
-        let op = if on { "powering the PCIe slot on (F3)" } else { "powering the PCIe slot off (F3)" };
+        let op =
+            if on { "powering the PCIe slot on (F3)" } else { "powering the PCIe slot off (F3)" };
         self.guarded(op, |this| {
             this.drain_bulk_out()?;
             this.reap_posted(0)?;
@@ -403,7 +404,9 @@ impl<T: UsbTransport> Asm2464<T> {
             let tag = this.control_in(setup, 4)?;
             let data = this.usb.wait(tag).map_err(LinkError::usb(""))?.into_data();
             match data[..] {
-                [v0, v1, c0, c1] => Ok((u16::from_le_bytes([v0, v1]), i16::from_le_bytes([c0, c1]))),
+                [v0, v1, c0, c1] => {
+                    Ok((u16::from_le_bytes([v0, v1]), i16::from_le_bytes([c0, c1])))
+                }
                 _ => Err(LinkError::ShortReply {
                     op: "C0 power monitor read".into(),
                     expected: 4,
@@ -437,14 +440,20 @@ impl<T: UsbTransport> Asm2464<T> {
                 this.reap_posted(depth)?;
                 return Ok(None);
             }
-            let is_config = matches!(fmt, FmtType::CfgRd0 | FmtType::CfgRd1 | FmtType::CfgWr0 | FmtType::CfgWr1);
+            let is_config = matches!(
+                fmt,
+                FmtType::CfgRd0 | FmtType::CfgRd1 | FmtType::CfgWr0 | FmtType::CfgWr1
+            );
             let mut engine_attempts = 0;
             let mut crs_attempts = 0;
             loop {
                 let out = Transfer::ControlOut { setup: request.setup(), data: payload.clone() };
                 let out = this.submit(out, F0_TIMEOUT).map_err(LinkError::usb(""))?;
                 let reply = this
-                    .submit(Transfer::ControlIn { setup: f0_reply_setup(), length: F0_REPLY_LEN }, F0_TIMEOUT)
+                    .submit(
+                        Transfer::ControlIn { setup: f0_reply_setup(), length: F0_REPLY_LEN },
+                        F0_TIMEOUT,
+                    )
                     .map_err(LinkError::usb(""))?;
                 this.usb.wait(out).map_err(LinkError::usb(""))?;
                 let bytes = this.usb.wait(reply).map_err(LinkError::usb(""))?.into_data();
@@ -493,10 +502,12 @@ impl<T: UsbTransport> Asm2464<T> {
                         thread::sleep(this.config.config_retry_backoff);
                         continue;
                     }
-                    CompletionStatus::ConfigRequestRetryStatus => Err(LinkError::ReservedCompletion {
-                        op: format!("{op} (Configuration Retry Status on a memory request)"),
-                        status: 0b010,
-                    }),
+                    CompletionStatus::ConfigRequestRetryStatus => {
+                        Err(LinkError::ReservedCompletion {
+                            op: format!("{op} (Configuration Retry Status on a memory request)"),
+                            status: 0b010,
+                        })
+                    }
                     CompletionStatus::Reserved(status) => {
                         Err(LinkError::ReservedCompletion { op: op.to_string(), status })
                     }
@@ -575,7 +586,10 @@ impl<T: UsbTransport> Asm2464<T> {
                     while offset < piece.end && tags.len() < this.config.stream_depth {
                         let chunk = this.config.stream_chunk.min(piece.end - offset);
                         let tag = this
-                            .submit(Transfer::BulkIn { endpoint: EP_BULK_IN, length: chunk }, STREAM_READ_TIMEOUT)
+                            .submit(
+                                Transfer::BulkIn { endpoint: EP_BULK_IN, length: chunk },
+                                STREAM_READ_TIMEOUT,
+                            )
                             .map_err(LinkError::usb(""))?;
                         tags.push_back((tag, chunk));
                         offset += chunk;
@@ -611,9 +625,8 @@ impl<T: UsbTransport> Asm2464<T> {
     /// sectors. The bulk OUT is left in flight. Completion on USB does not mean the bytes are
     /// visible to the GPU yet (§4.6): put a sentinel in the data if the GPU must know.
     pub fn sram_write(&mut self, start_slot: u8, data: Bytes) -> Result<(), LinkError> {
-        let request = F2Request::for_len(SramDirection::Write, start_slot, data.len()).ok_or(
-            LinkError::SramRange { op: "SRAM write".into(), start_slot, len: data.len() },
-        )?;
+        let request = F2Request::for_len(SramDirection::Write, start_slot, data.len())
+            .ok_or(LinkError::SramRange { op: "SRAM write".into(), start_slot, len: data.len() })?;
         let wire = if data.len() == request.wire_len() {
             data
         } else {
@@ -677,16 +690,34 @@ impl<T: UsbTransport> PcieLink for Asm2464<T> {
         let byte_enable = config_byte_enable("config read", bdf, offset, size)?;
         let op = format!("config read of {bdf} register {offset:#05x}");
         let data = self
-            .single_tlp(&op, FmtType::config_read(bdf.bus), u64::from(bdf.config_address(offset & !3)), byte_enable, 0)?
+            .single_tlp(
+                &op,
+                FmtType::config_read(bdf.bus),
+                u64::from(bdf.config_address(offset & !3)),
+                byte_enable,
+                0,
+            )?
             .unwrap_or(0);
         Ok(extract(data, offset.into(), size))
     }
 
-    fn config_write(&mut self, bdf: Bdf, offset: u16, size: u8, value: u32) -> Result<(), LinkError> {
+    fn config_write(
+        &mut self,
+        bdf: Bdf,
+        offset: u16,
+        size: u8,
+        value: u32,
+    ) -> Result<(), LinkError> {
         let byte_enable = config_byte_enable("config write", bdf, offset, size)?;
         let op = format!("config write of {bdf} register {offset:#05x}");
         let shifted = value << (8 * (offset & 3));
-        self.single_tlp(&op, FmtType::config_write(bdf.bus), u64::from(bdf.config_address(offset & !3)), byte_enable, shifted)?;
+        self.single_tlp(
+            &op,
+            FmtType::config_write(bdf.bus),
+            u64::from(bdf.config_address(offset & !3)),
+            byte_enable,
+            shifted,
+        )?;
         Ok(())
     }
 
@@ -751,7 +782,7 @@ fn check_xdata(address: u16, len: usize) -> Result<(), LinkError> {
 }
 
 fn check_dwords(op: &str, address: u64, len: usize) -> Result<(), LinkError> {
-    if address % 4 != 0 || len % 4 != 0 {
+    if !address.is_multiple_of(4) || !len.is_multiple_of(4) {
         return Err(LinkError::Unaligned { op: op.into(), address, len });
     }
     Ok(())
@@ -809,7 +840,10 @@ mod tests {
     fn identity_per_section_1() {
         assert_eq!(identify(0xADD1, 0x0001, Some("custom v0.1")), BridgeIdentity::CustomFirmware);
         assert_eq!(identify(0x3801, 0x0001, Some("custom")), BridgeIdentity::CustomFirmware);
-        assert_eq!(identify(0xADD1, 0x0001, Some("USB 3.2 PCIe TinyEnclosure")), BridgeIdentity::Other);
+        assert_eq!(
+            identify(0xADD1, 0x0001, Some("USB 3.2 PCIe TinyEnclosure")),
+            BridgeIdentity::Other
+        );
         assert_eq!(identify(0x174C, 0x2464, None), BridgeIdentity::StockFirmware);
         assert_eq!(identify(0x174C, 0x2463, Some("AS2462")), BridgeIdentity::StockFirmware);
         assert_eq!(identify(0x1234, 0x0001, Some("custom")), BridgeIdentity::Other);
@@ -826,7 +860,10 @@ mod tests {
     #[test]
     fn streams_split_at_the_limit_and_at_4_gib() {
         assert_eq!(split_stream(0x1000, 16, 64), vec![(0x1000, 0..16)]);
-        assert_eq!(split_stream(0x1000, 20, 8), vec![(0x1000, 0..8), (0x1008, 8..16), (0x1010, 16..20)]);
+        assert_eq!(
+            split_stream(0x1000, 20, 8),
+            vec![(0x1000, 0..8), (0x1008, 8..16), (0x1010, 16..20)]
+        );
         let around = split_stream(0xFFFF_FFF8, 16, 1 << 20);
         assert_eq!(around, vec![(0xFFFF_FFF8, 0..8), (0x1_0000_0000, 8..16)]);
     }

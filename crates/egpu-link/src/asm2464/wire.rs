@@ -387,10 +387,7 @@ mod tests {
             value: 0x07,
         };
         assert_eq!(request.setup().to_bytes(12), [0x40, 0xF0, 0x45, 0x01, 0x00, 0x00, 12, 0]);
-        assert_eq!(
-            request.payload(),
-            [0x04, 0x00, 0x00, 0x04, 0, 0, 0, 0, 0x07, 0x00, 0x00, 0x00]
-        );
+        assert_eq!(request.payload(), [0x04, 0x00, 0x00, 0x04, 0, 0, 0, 0, 0x07, 0x00, 0x00, 0x00]);
     }
 
     #[test]
@@ -421,7 +418,10 @@ mod tests {
         assert_eq!(reply.ret_status, RetStatus::Completed);
         let timeout = F0Reply::parse(&[0, 0, 0, 0, 0, 0, 0, 0xFF]).unwrap();
         assert_eq!(timeout.ret_status, RetStatus::Timeout);
-        assert_eq!(F0Reply::parse(&[0, 0, 0, 0, 0, 0, 0, 1]).unwrap().ret_status, RetStatus::EngineError);
+        assert_eq!(
+            F0Reply::parse(&[0, 0, 0, 0, 0, 0, 0, 1]).unwrap().ret_status,
+            RetStatus::EngineError
+        );
         assert_eq!(CompletionStatus::from(0b100), CompletionStatus::CompleterAbort);
         assert_eq!(CompletionStatus::from(0b010), CompletionStatus::ConfigRequestRetryStatus);
         assert_eq!(CompletionStatus::from(0b011), CompletionStatus::Reserved(0b011));

@@ -76,17 +76,12 @@ impl<'a, L: PcieLink + ?Sized> BarMmio<'a, L> {
     }
 
     fn check(&self, op: &str, offset: u64, len: usize) -> Result<u64, LinkError> {
-        if offset % 4 != 0 || len % 4 != 0 {
+        if !offset.is_multiple_of(4) || !len.is_multiple_of(4) {
             return Err(LinkError::Unaligned { op: op.into(), address: offset, len });
         }
         match offset.checked_add(len as u64) {
             Some(end) if end <= self.region.size => Ok(self.region.address + offset),
-            _ => Err(LinkError::OutOfRange {
-                op: op.into(),
-                offset,
-                len,
-                size: self.region.size,
-            }),
+            _ => Err(LinkError::OutOfRange { op: op.into(), offset, len, size: self.region.size }),
         }
     }
 }

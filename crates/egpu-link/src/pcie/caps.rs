@@ -70,11 +70,7 @@ pub fn capabilities(
 }
 
 /// Offset of the first capability with `id` in the standard list.
-pub fn find_standard(
-    link: &mut dyn PcieLink,
-    bdf: Bdf,
-    id: u8,
-) -> Result<Option<u16>, LinkError> {
+pub fn find_standard(link: &mut dyn PcieLink, bdf: Bdf, id: u8) -> Result<Option<u16>, LinkError> {
     Ok(capabilities(link, bdf, false)?
         .into_iter()
         .find(|cap| !cap.extended && cap.id == u16::from(id))
@@ -82,11 +78,7 @@ pub fn find_standard(
 }
 
 /// Offset of the first capability with `id` in the extended list.
-pub fn find_extended(
-    link: &mut dyn PcieLink,
-    bdf: Bdf,
-    id: u16,
-) -> Result<Option<u16>, LinkError> {
+pub fn find_extended(link: &mut dyn PcieLink, bdf: Bdf, id: u16) -> Result<Option<u16>, LinkError> {
     Ok(capabilities(link, bdf, true)?
         .into_iter()
         .find(|cap| cap.extended && cap.id == id)

@@ -147,9 +147,11 @@ impl Topology {
     pub fn path_to(&self, bdf: Bdf) -> Vec<&Function> {
         let mut path = Vec::new();
         let mut bus = bdf.bus;
-        while let Some(bridge) = self.functions.iter().find(|f| {
-            f.bridge.is_some_and(|b| b.secondary == bus) && f.bdf.bus < bus
-        }) {
+        while let Some(bridge) = self
+            .functions
+            .iter()
+            .find(|f| f.bridge.is_some_and(|b| b.secondary == bus) && f.bdf.bus < bus)
+        {
             path.push(bridge);
             if bridge.bdf.bus == 0 {
                 break;
@@ -190,15 +192,25 @@ impl fmt::Display for Topology {
             for bar in &function.bars {
                 let kind = match (bar.kind, bar.prefetchable) {
                     (BarKind::Io, _) => "I/O (not routed)".to_string(),
-                    (BarKind::Mem32, p) => format!("32-bit{}", if p { " prefetchable" } else { "" }),
-                    (BarKind::Mem64, p) => format!("64-bit{}", if p { " prefetchable" } else { "" }),
+                    (BarKind::Mem32, p) => {
+                        format!("32-bit{}", if p { " prefetchable" } else { "" })
+                    }
+                    (BarKind::Mem64, p) => {
+                        format!("64-bit{}", if p { " prefetchable" } else { "" })
+                    }
                 };
                 let place = if bar.kind == BarKind::Io {
                     String::new()
                 } else {
                     format!(" at {:#x}", bar.address)
                 };
-                writeln!(f, "{indent}    BAR{} {} {}{place}", bar.index, format_size(bar.size), kind)?;
+                writeln!(
+                    f,
+                    "{indent}    BAR{} {} {}{place}",
+                    bar.index,
+                    format_size(bar.size),
+                    kind
+                )?;
             }
             for rebar in &function.resizable_bars {
                 let largest = rebar.supported_sizes().last().unwrap_or(0);
@@ -217,9 +229,10 @@ impl fmt::Display for Topology {
 
 /// `256 MiB`, `32 GiB`, `4 KiB`.
 pub fn format_size(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    const UNITS: [(&str, u64); 4] =
+        [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (unit, scale) in UNITS {
-        if bytes >= scale && bytes % scale == 0 {
+        if bytes >= scale && bytes.is_multiple_of(scale) {
             return format!("{} {unit}", bytes / scale);
         }
     }
@@ -239,7 +252,8 @@ pub fn bring_up(link: &mut dyn PcieLink, options: &FabricOptions) -> Result<Topo
     for index in 0..topology.functions.len() {
         let bdf = topology.functions[index].bdf;
         if options.max_resizable_bars {
-            topology.functions[index].resizable_bars = grow_resizable_bars(link, bdf, &topology.functions[index].capabilities)?;
+            topology.functions[index].resizable_bars =
+                grow_resizable_bars(link, bdf, &topology.functions[index].capabilities)?;
         }
         let header = topology.functions[index].header_type & PCI_HEADER_TYPE_MASK;
         topology.functions[index].bars = size_bars(link, bdf, header)?;
@@ -379,8 +393,7 @@ fn grow_resizable_bars(
     bdf: Bdf,
     capabilities: &[Capability],
 ) -> Result<Vec<ResizableBar>, LinkError> {
-    let Some(cap) = capabilities.iter().find(|c| c.extended && c.id == PCI_EXT_CAP_ID_REBAR)
-    else {
+    let Some(cap) = capabilities.iter().find(|c| c.extended && c.id == PCI_EXT_CAP_ID_REBAR) else {
         return Ok(Vec::new());
     };
     let first_control = link.config_read32(bdf, cap.offset + PCI_REBAR_CTRL)?;
@@ -457,7 +470,9 @@ fn size_bars(link: &mut dyn PcieLink, bdf: Bdf, header: u8) -> Result<Vec<Bar>, 
                 return Err(LinkError::Config {
                     op: "sizing BARs".into(),
                     bdf,
-                    reason: format!("BAR{index} reads back mask {mask:#x}, which is not a power-of-two size"),
+                    reason: format!(
+                        "BAR{index} reads back mask {mask:#x}, which is not a power-of-two size"
+                    ),
                 });
             }
             let kind = if is_64 { BarKind::Mem64 } else { BarKind::Mem32 };
@@ -527,7 +542,12 @@ fn assign_bus(
             let address = pool.take(bar.size, bar.size.max(4096))?;
             let offset = PCI_BASE_ADDRESS_0 + 4 * u16::from(bar.index);
             let flags = link.config_read32(bdf, offset)? & 0xF;
-            link.config_write(bdf, offset, 4, (address as u32 & PCI_BASE_ADDRESS_MEM_MASK) | flags)?;
+            link.config_write(
+                bdf,
+                offset,
+                4,
+                (address as u32 & PCI_BASE_ADDRESS_MEM_MASK) | flags,
+            )?;
             if bar.kind == BarKind::Mem64 {
                 link.config_write(bdf, offset + 4, 4, (address >> 32) as u32)?;
             }
@@ -542,7 +562,8 @@ fn assign_bus(
         pools.mem32.next = align_up(pools.mem32.next, WINDOW_ALIGN);
         pools.pref.next = align_up(pools.pref.next, WINDOW_ALIGN);
         let memory = (pools.mem32.next > mem_start).then(|| (mem_start, pools.mem32.next - 1));
-        let prefetchable = (pools.pref.next > pref_start).then(|| (pref_start, pools.pref.next - 1));
+        let prefetchable =
+            (pools.pref.next > pref_start).then(|| (pref_start, pools.pref.next - 1));
         write_windows(link, bdf, memory, prefetchable)?;
         let info = topology.functions[index].bridge.as_mut().expect("bridge checked above");
         info.memory = memory;

@@ -52,8 +52,13 @@ pub trait PcieLink {
     fn config_read(&mut self, bdf: Bdf, offset: u16, size: u8) -> Result<u32, LinkError>;
 
     /// Configuration write of `size` bytes (1, 2 or 4, not crossing a dword) at `offset`.
-    fn config_write(&mut self, bdf: Bdf, offset: u16, size: u8, value: u32)
-        -> Result<(), LinkError>;
+    fn config_write(
+        &mut self,
+        bdf: Bdf,
+        offset: u16,
+        size: u8,
+        value: u32,
+    ) -> Result<(), LinkError>;
 
     /// One dword memory read with completion checking.
     fn mem_read32(&mut self, address: u64) -> Result<u32, LinkError>;

@@ -1,0 +1,259 @@
+//! `egpu bench link DEVICE`: what each link operation costs — USB transfers, bytes on the
+//! wire, wall time and the host's own CPU time. On the emulated bridge the transport has no
+//! latency, and the time spent inside the emulator (the "device") is measured and subtracted,
+//! so what remains is the cost of our protocol stack on the host.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use egpu_link::asm2464::wire::{PCIE_CQ_PAGE, SRAM_SLOT_SIZE};
+use egpu_link::pcie::bar::BarMmio;
+use egpu_link::{LinkStats, PcieLink};
+
+use crate::demo::{largest_prefetchable, mmio_bar, pattern};
+use crate::device::{self, DeviceArgs, OpenBridge};
+use crate::emu_copy::EmuCopyEngine;
+use crate::error::CliError;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// MiB moved by each streaming and DMA measurement.
+    #[arg(long, default_value_t = 1024)]
+    pub size_mib: usize,
+    /// Operations per single-TLP measurement.
+    #[arg(long, default_value_t = 2000)]
+    pub ops: usize,
+}
+
+/// 1 GiB at a 10 Gb/s line rate (the ASM2464PD on USB 3.2 Gen 2).
+const WIRE_SECONDS_PER_GIB_10G: f64 = (1u64 << 30) as f64 * 8.0 / 10e9;
+
+struct Row {
+    name: String,
+    ops: u64,
+    bytes: u64,
+    stats: LinkStats,
+    wall: Duration,
+    host_cpu: Option<Duration>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<(), CliError> {
+    let target = args.device.target()?;
+    let mut bridge = device::open(&target)?;
+    let topology = bridge.bring_up()?;
+    let gpu = topology.gpu().ok_or(egpu_link::LinkError::NoGpu)?.clone();
+    let vram = largest_prefetchable(&gpu).ok_or_else(|| {
+        CliError::Usage(format!("{} has no prefetchable BAR to stream into", gpu.bdf))
+    })?;
+    let size = (args.size_mib << 20).min(vram.size as usize);
+    let ops = args.ops.max(1);
+    println!(
+        "link benchmark on {} ({}), GPU {} at {}; {} per streaming run",
+        bridge.link.info().name,
+        if bridge.emulator.is_some() {
+            "emulated, zero-latency transport"
+        } else {
+            "real hardware"
+        },
+        gpu.name(),
+        gpu.bdf,
+        egpu_link::pcie::fabric::format_size(size as u64)
+    );
+    let mut rows = Vec::new();
+
+    rows.push(measure(&mut bridge, "config read (F0 CfgRd + F0 IN)", ops as u64, 0, |b| {
+        for _ in 0..ops {
+            b.link.config_read32(gpu.bdf, 0)?;
+        }
+        Ok(())
+    })?);
+    rows.push(measure(&mut bridge, "checked dword read (F0 MRd + F0 IN)", ops as u64, 0, |b| {
+        for i in 0..ops {
+            b.link.mem_read32(vram.address + 4 * i as u64)?;
+        }
+        Ok(())
+    })?);
+    rows.push(measure(&mut bridge, "posted dword write (F0 MWr)", ops as u64, 0, |b| {
+        for i in 0..ops {
+            b.link.mem_write(vram.address + 4 * i as u64, 4, i as u32)?;
+        }
+        b.link.flush()
+    })?);
+
+    let call = 64usize << 20;
+    let source = pattern(call.min(size), 7);
+    rows.push(measure(
+        &mut bridge,
+        "streaming write (F0 mode 1), 64 MiB per call",
+        1,
+        size as u64,
+        |b| {
+            let mut offset = 0;
+            while offset < size {
+                let len = source.len().min(size - offset);
+                BarMmio::new(&mut b.link, vram).write_bytes(offset as u64, source.slice(..len))?;
+                offset += len;
+            }
+            b.link.flush()
+        },
+    )?);
+
+    let read_call = bridge.link.config().stream_chunk;
+    rows.push(measure(
+        &mut bridge,
+        "streaming read (F0 mode 2), 1 MiB per call",
+        1,
+        size as u64,
+        |b| {
+            let mut offset = 0;
+            while offset < size {
+                let len = read_call.min(size - offset);
+                let data = BarMmio::new(&mut b.link, vram).read(offset as u64, len)?;
+                std::hint::black_box(&data);
+                offset += len;
+            }
+            Ok(())
+        },
+    )?);
+
+    let window = 256usize << 10;
+    let staging = pattern(window, 9);
+    let pieces = size.div_ceil(window) as u64;
+    rows.push(measure(
+        &mut bridge,
+        "SRAM DMA write (F2 + bulk OUT), 256 KiB windows",
+        pieces,
+        pieces * window as u64,
+        |b| {
+            for piece in 0..pieces {
+                let slot = if piece % 2 == 0 { 0 } else { (window / SRAM_SLOT_SIZE) as u8 };
+                b.link.sram_write(slot, staging.clone())?;
+            }
+            b.link.flush()
+        },
+    )?);
+
+    if bridge.emulator.is_some() {
+        let mmio =
+            mmio_bar(&gpu).ok_or_else(|| CliError::Usage("the GPU has no MMIO BAR".into()))?;
+        let engine = EmuCopyEngine { mmio };
+        rows.push(measure(
+            &mut bridge,
+            "SRAM DMA read (F2 + bulk IN, GPU release), 256 KiB",
+            pieces,
+            pieces * window as u64,
+            |b| {
+                for _ in 0..pieces {
+                    let pending = b.link.arm_sram_read(window)?;
+                    engine.fence(&mut b.link, PCIE_CQ_PAGE + 12, 0)?;
+                    let data = b.link.finish_sram_read(pending)?;
+                    std::hint::black_box(&data);
+                }
+                Ok(())
+            },
+        )?);
+    } else {
+        println!("(SRAM DMA read skipped: the GPU must release it, which needs the GPU driver's copy engine)");
+    }
+
+    print_rows(&rows);
+    Ok(())
+}
+
+fn measure(
+    bridge: &mut OpenBridge,
+    name: &str,
+    ops: u64,
+    bytes: u64,
+    body: impl FnOnce(&mut OpenBridge) -> Result<(), egpu_link::LinkError>,
+) -> Result<Row, CliError> {
+    if let Some(emulator) = &bridge.emulator {
+        emulator.reset_stats();
+    }
+    let before = bridge.link.stats();
+    let cpu_before = process_cpu_time();
+    let start = Instant::now();
+    body(bridge)?;
+    let wall = start.elapsed();
+    let stats = bridge.link.stats() - before;
+    let host_cpu = match &bridge.emulator {
+        // Single-threaded emulation: every moment not spent in the emulator is host work.
+        Some(emulator) => Some(wall.saturating_sub(emulator.stats().device_time)),
+        None => match (cpu_before, process_cpu_time()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        },
+    };
+    Ok(Row { name: name.to_string(), ops, bytes, stats, wall, host_cpu })
+}
+
+fn print_rows(rows: &[Row]) {
+    println!(
+        "\n{:<52} {:>9} {:>12} {:>12} {:>11} {:>13}",
+        "operation", "ops", "USB xfers", "wire bytes", "wall", "host CPU"
+    );
+    for row in rows {
+        println!(
+            "{:<52} {:>9} {:>12} {:>12} {:>11} {:>13}",
+            row.name,
+            row.ops,
+            row.stats.transfers(),
+            row.stats.bytes_out + row.stats.bytes_in,
+            format!("{:.1} ms", row.wall.as_secs_f64() * 1e3),
+            row.host_cpu
+                .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
+                .unwrap_or("n/a".into()),
+        );
+    }
+    println!();
+    for row in rows {
+        if row.bytes == 0 {
+            let per_op = row.wall.as_secs_f64() * 1e6 / row.ops as f64;
+            println!(
+                "{:<52} {:.2} USB transfers/op, {:.2} µs/op wall",
+                row.name,
+                row.stats.transfers() as f64 / row.ops as f64,
+                per_op
+            );
+            continue;
+        }
+        let gib = row.bytes as f64 / (1u64 << 30) as f64;
+        let per_256k = row.stats.transfers() as f64 * (256 << 10) as f64 / row.bytes as f64;
+        let mut line = format!("{:<52} {:.2} USB transfers per 256 KiB", row.name, per_256k);
+        if let Some(cpu) = row.host_cpu {
+            let per_gib = cpu.as_secs_f64() / gib;
+            line += &format!(
+                ", host CPU {:.1} ms/GiB = {:.1}% of the 10 Gb/s wire time ({:.0} ms/GiB)",
+                per_gib * 1e3,
+                per_gib / WIRE_SECONDS_PER_GIB_10G * 100.0,
+                WIRE_SECONDS_PER_GIB_10G * 1e3
+            );
+        }
+        println!("{line}");
+    }
+}
+
+/// User + system CPU time of this process.
+#[cfg(unix)]
+fn process_cpu_time() -> Option<Duration> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a complete rusage into the pointer we pass, which points at
+    // properly sized, writable memory; we read it only when the call reports success.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return None;
+        }
+        usage.assume_init()
+    };
+    let to_duration = |tv: libc::timeval| {
+        Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
+    };
+    Some(to_duration(usage.ru_utime) + to_duration(usage.ru_stime))
+}
+
+#[cfg(not(unix))]
+fn process_cpu_time() -> Option<Duration> {
+    None
+}

@@ -1,0 +1,56 @@
+//! `egpu list`: the bridges on the USB bus.
+
+use egpu_usb::discover;
+
+use crate::error::CliError;
+
+pub fn run(emulated: bool) -> Result<(), CliError> {
+    let bridges = discover::list_bridges()?;
+    if bridges.is_empty() {
+        println!("No USB bridges found (looked for ASM2464PD bridges: custom firmware add1:0001 / 3801:0001, stock 174c:2464 / 174c:2463).");
+        if !emulated {
+            println!("Try the emulated eGPU: `egpu list --emulated`, `egpu info --emulated`, `egpu demo`.");
+        }
+    }
+    for bridge in &bridges {
+        println!(
+            "{:<12} {:04x}:{:04x}  {:<22} serial {:<10} {}",
+            bridge.name,
+            bridge.vendor_id,
+            bridge.product_id,
+            bridge.product.as_deref().unwrap_or("?"),
+            bridge.serial.as_deref().unwrap_or("?"),
+            bridge.speed.map(|s| s.to_string()).unwrap_or_else(|| "speed unknown".into()),
+        );
+        println!("             firmware: {}", bridge.firmware);
+        if let Some(advice) = bridge.firmware.advice() {
+            println!("             {advice}");
+        }
+        if bridge.firmware.is_usable() {
+            println!(
+                "             link: `egpu info {}` powers the slot and shows the PCIe link",
+                bridge.name
+            );
+        }
+    }
+    if emulated {
+        let mut bridge =
+            crate::device::open(&crate::device::Target::Emulated(egpu_emu::GpuKind::Navi31))?;
+        let ltssm = bridge.link.ltssm()?;
+        let info = bridge.link.info().clone();
+        println!(
+            "{:<12} {:04x}:{:04x}  {:<22} serial {:<10} emulated, {}",
+            "emu",
+            info.vendor_id,
+            info.product_id,
+            info.product.as_deref().unwrap_or("?"),
+            info.serial.as_deref().unwrap_or("?"),
+            info.speed.map(|s| s.to_string()).unwrap_or_default()
+        );
+        println!(
+            "             link: LTSSM 0x{ltssm:02x}{}; also emu:ga102, emu:none",
+            if ltssm == 0x78 { " (L0, up)" } else { "" }
+        );
+    }
+    Ok(())
+}

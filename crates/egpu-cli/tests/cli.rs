@@ -1,0 +1,87 @@
+//! The `egpu` binary end to end on the emulated eGPU, and its behaviour on a machine with no
+//! bridge attached.
+
+use assert_cmd::Command;
+
+fn egpu() -> Command {
+    Command::cargo_bin("egpu").expect("the egpu binary is built")
+}
+
+fn stdout_of(args: &[&str]) -> String {
+    let output = egpu().args(args).output().expect("egpu runs");
+    assert!(
+        output.status.success(),
+        "egpu {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+#[test]
+fn demo_verifies_both_round_trips() {
+    let out = stdout_of(&["demo"]);
+    assert!(out.contains("04:00.0 [1002:744c]"), "{out}");
+    assert_eq!(out.matches("\nok  ").count(), 4, "{out}");
+    assert!(out.contains("all data verified"), "{out}");
+}
+
+#[test]
+fn demo_runs_with_the_nvidia_like_card() {
+    let out = stdout_of(&["demo", "--gpu", "ga102"]);
+    assert!(out.contains("02:00.0 [10de:2204]"), "{out}");
+    assert!(out.contains("all data verified"), "{out}");
+}
+
+#[test]
+fn info_shows_firmware_link_and_topology() {
+    let out = stdout_of(&["info", "--emulated"]);
+    assert!(out.contains("custom v0.1"), "{out}");
+    assert!(out.contains("LTSSM 0x78 (L0: up)"), "{out}");
+    assert!(out.contains("BAR0 32 GiB 64-bit prefetchable"), "{out}");
+    assert!(out.contains("GPU at 04:00.0"), "{out}");
+    let out = stdout_of(&["info", "emu:ga102"]);
+    assert!(out.contains("GPU at 02:00.0"), "{out}");
+}
+
+#[test]
+fn bench_link_reports_transfers_per_operation() {
+    let out = stdout_of(&["bench", "link", "--emulated", "--size-mib", "8", "--ops", "50"]);
+    assert!(
+        out.contains(
+            "SRAM DMA write (F2 + bulk OUT), 256 KiB windows      2.00 USB transfers per 256 KiB"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("config read (F0 CfgRd + F0 IN)                       2.00 USB transfers/op"),
+        "{out}"
+    );
+    assert!(out.contains("% of the 10 Gb/s wire time"), "{out}");
+}
+
+#[test]
+fn list_without_a_usb_bridge_points_at_the_emulator() {
+    // On CI and build machines there is no USB bus; a machine with a bridge lists it instead.
+    let out = stdout_of(&["list"]);
+    if !out.contains("usb:") {
+        assert!(out.contains("No USB bridges found"), "{out}");
+        assert!(out.contains("--emulated"), "{out}");
+    }
+    let out = stdout_of(&["list", "--emulated"]);
+    assert!(out.contains("emu "), "{out}");
+}
+
+#[test]
+fn bad_device_names_are_clear_errors() {
+    let output = egpu().args(["info", "emu:rtx9090"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown emulated GPU"), "{stderr}");
+}
+
+#[test]
+fn setup_prints_the_udev_rule() {
+    let out = stdout_of(&["setup"]);
+    assert!(out.contains("add1") && out.contains("0001"), "{out}");
+    assert!(out.contains("power/control"), "{out}");
+}

@@ -1,0 +1,23 @@
+//! Errors of the emulator's device-side stimulus API.
+
+use thiserror::Error;
+
+/// Why GPU-initiated (upstream) DMA was refused. The real fabric would drop or UR such a
+/// request; the emulator reports it so a test can see which rule fired.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DmaError {
+    #[error("GPU DMA of {len} bytes at PCIe 0x{addr:X}: no GPU behind this emulated bridge (BridgeConfig::gpu is None)")]
+    NoGpu { addr: u64, len: usize },
+
+    #[error("GPU DMA of {len} bytes at PCIe 0x{addr:X}: the PCIe link is down (LTSSM 0x{ltssm:02X}, not 0x78); power it on with F3")]
+    LinkDown { addr: u64, len: usize, ltssm: u8 },
+
+    #[error("GPU DMA of {len} bytes at PCIe 0x{addr:X}: bus mastering is off on {device}; set COMMAND.BUS_MASTER (bit 2) there")]
+    BusMasterDisabled { addr: u64, len: usize, device: String },
+
+    #[error("GPU DMA of {len} bytes at PCIe 0x{addr:X} is claimed by the memory window of {device}, so it would go peer-to-peer, which is not modelled")]
+    PeerToPeer { addr: u64, len: usize, device: String },
+
+    #[error("GPU DMA of {len} bytes at PCIe 0x{addr:X}: no bridge memory decodes that range; the bridge decodes SRAM 0x200000-0x27FFFF, 0x800000-0x8001FF, 0x820000-0x820FFF and the CQ page 0x822000/0x828000 (4 KiB each)")]
+    Unmapped { addr: u64, len: usize },
+}

@@ -1,0 +1,527 @@
+//! The emulator's whole state behind one lock, and the device-side operations every layer
+//! shares: XDATA and its windows, the bridge memories the GPU can reach, upstream DMA, the
+//! visibility queue, power and link.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::config::BridgeConfig;
+use crate::error::DmaError;
+use crate::fault::FaultState;
+use crate::firmware::FirmwareState;
+use crate::gpu::{copy_engine, GpuModel};
+use crate::pcie::{topology, BarRole, Fabric, MemHit, UpstreamBlock};
+use crate::stats::EmuStats;
+use crate::usb::UsbState;
+
+/// §1.2: XDATA 0xB450 holds the LTSSM state; 0x78 = L0 (link up).
+pub const LTSSM_L0: u8 = 0x78;
+/// LTSSM value while PCIe is powered off. The document gives only 0x78 `[U]`.
+pub const LTSSM_OFF: u8 = 0x00;
+/// LTSSM value while the link is still training after F3 `[U]` (any value but 0x78 works).
+pub const LTSSM_TRAINING: u8 = 0x10;
+/// LTSSM value after an injected link loss `[U]`.
+pub const LTSSM_LINK_LOST: u8 = 0x01;
+
+/// XDATA address of the LTSSM register.
+pub const XDATA_LTSSM: u16 = 0xB450;
+/// §1.2 / §1.3 windows.
+pub const XDATA_SRAM_WINDOW: u16 = 0xF000;
+pub const XDATA_SYS_WINDOW: u16 = 0xA000;
+pub const XDATA_ADMIN_WINDOW: u16 = 0xB000;
+pub const XDATA_CQ_WINDOW: u16 = 0xB800;
+/// §1.2: streaming-read chunks are assembled here.
+pub const XDATA_STREAM_BUFFER: u16 = 0x8000;
+
+/// §1: 512 KiB SRAM at PCIe 0x200000, 32 slots of 16 KiB.
+pub const SRAM_PCIE_BASE: u64 = 0x20_0000;
+pub const SRAM_SIZE: usize = 512 << 10;
+pub const SRAM_SLOT_SIZE: usize = 16 << 10;
+/// §1.3: the 0x820000 page (XDATA 0xA000).
+pub const SYS_PAGE_PCIE: u64 = 0x82_0000;
+/// §1.3: the NVMe completion-queue page (XDATA 0xB800). AMD maps it at 0x822000, the NV PR
+/// at 0x828000; the exact aliasing is `[U]` (§14), so both decode to the same page.
+pub const CQ_PAGE_PCIE: u64 = 0x82_2000;
+pub const CQ_PAGE_PCIE_ALIAS: u64 = 0x82_8000;
+/// §8: the mock maps XDATA 0xB000 to PCIe 0x800000 (512 B).
+pub const ADMIN_PAGE_PCIE: u64 = 0x80_0000;
+pub const ADMIN_PAGE_SIZE: usize = 0x200;
+const PAGE: usize = 0x1000;
+/// §1.2: only 0xB800–0xB8FF of XDATA shows the CQ page.
+const CQ_XDATA_SPAN: u16 = 0x100;
+
+/// A bridge memory the GPU can reach upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Region {
+    Sram,
+    SysPage,
+    CqPage,
+    AdminPage,
+}
+
+/// Decode an upstream request of `len` bytes at `addr` (the whole range must fit one region).
+pub(crate) fn decode_upstream(addr: u64, len: usize) -> Option<(Region, usize)> {
+    let regions = [
+        (SRAM_PCIE_BASE, SRAM_SIZE, Region::Sram),
+        (ADMIN_PAGE_PCIE, ADMIN_PAGE_SIZE, Region::AdminPage),
+        (SYS_PAGE_PCIE, PAGE, Region::SysPage),
+        (CQ_PAGE_PCIE, PAGE, Region::CqPage),
+        (CQ_PAGE_PCIE_ALIAS, PAGE, Region::CqPage),
+    ];
+    let end = addr.checked_add(len as u64)?;
+    regions.into_iter().find_map(|(base, size, region)| {
+        (addr >= base && end <= base + size as u64).then(|| (region, (addr - base) as usize))
+    })
+}
+
+/// The bridge's own memories.
+pub(crate) struct BridgeMemory {
+    /// Bank 0 XDATA (plain RAM where no window or register overrides it).
+    pub xdata: Box<[u8]>,
+    /// Bank 1 ("PHY/DPX" space, §3) as plain RAM; other non-zero banks alias it `[U]`.
+    pub phy: Box<[u8]>,
+    pub sram: Box<[u8]>,
+    pub sys_page: Box<[u8]>,
+    pub cq_page: Box<[u8]>,
+    pub admin_page: Box<[u8]>,
+}
+
+impl BridgeMemory {
+    fn new() -> Self {
+        Self {
+            xdata: vec![0; 0x1_0000].into_boxed_slice(),
+            phy: vec![0; 0x1_0000].into_boxed_slice(),
+            sram: vec![0; SRAM_SIZE].into_boxed_slice(),
+            sys_page: vec![0; PAGE].into_boxed_slice(),
+            cq_page: vec![0; PAGE].into_boxed_slice(),
+            admin_page: vec![0; ADMIN_PAGE_SIZE].into_boxed_slice(),
+        }
+    }
+
+    pub fn region(&self, region: Region) -> &[u8] {
+        match region {
+            Region::Sram => &self.sram,
+            Region::SysPage => &self.sys_page,
+            Region::CqPage => &self.cq_page,
+            Region::AdminPage => &self.admin_page,
+        }
+    }
+
+    pub fn region_mut(&mut self, region: Region) -> &mut [u8] {
+        match region {
+            Region::Sram => &mut self.sram,
+            Region::SysPage => &mut self.sys_page,
+            Region::CqPage => &mut self.cq_page,
+            Region::AdminPage => &mut self.admin_page,
+        }
+    }
+}
+
+/// PCIe power and link.
+#[derive(Debug, Default)]
+pub(crate) struct LinkState {
+    pub powered: bool,
+    pub training_polls_left: u32,
+    pub lost: bool,
+}
+
+impl LinkState {
+    pub fn ltssm(&self) -> u8 {
+        if !self.powered {
+            LTSSM_OFF
+        } else if self.lost {
+            LTSSM_LINK_LOST
+        } else if self.training_polls_left > 0 {
+            LTSSM_TRAINING
+        } else {
+            LTSSM_L0
+        }
+    }
+
+    pub fn up(&self) -> bool {
+        self.ltssm() == LTSSM_L0
+    }
+}
+
+/// Where delayed bulk-OUT data goes once visible.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum VisTarget {
+    /// F2 write into SRAM at this offset.
+    Sram { offset: usize },
+    /// Mode-1 stream: MWr TLPs from this address.
+    Stream { addr: u64, fmt: u8, byte_enables: u8 },
+}
+
+/// Bulk-OUT data accepted by the bridge but not yet visible on the PCIe side (§4.6).
+#[derive(Debug)]
+pub(crate) struct PendingVisibility {
+    pub target: VisTarget,
+    pub data: Bytes,
+    /// Bytes already applied (progressive visibility).
+    pub applied: usize,
+    /// Execution number of the transfer that delivered the data.
+    pub created: u64,
+}
+
+/// Everything, behind the bridge's mutex.
+pub(crate) struct Emu {
+    pub cfg: BridgeConfig,
+    pub usb: UsbState,
+    pub fw: FirmwareState,
+    pub mem: BridgeMemory,
+    pub fabric: Fabric,
+    pub gpu: Option<GpuModel>,
+    pub link: LinkState,
+    pub faults: FaultState,
+    pub stats: EmuStats,
+    pub visibility: VecDeque<PendingVisibility>,
+    /// Transfers the device has executed so far.
+    pub exec_count: u64,
+}
+
+impl Emu {
+    pub fn new(cfg: BridgeConfig) -> Self {
+        let mut emu = Self {
+            usb: UsbState::new(),
+            fw: FirmwareState::default(),
+            mem: BridgeMemory::new(),
+            fabric: topology::build(cfg.gpu),
+            gpu: GpuModel::new(cfg.gpu, cfg.vram_size),
+            link: LinkState::default(),
+            faults: FaultState::default(),
+            stats: EmuStats::default(),
+            visibility: VecDeque::new(),
+            exec_count: 0,
+            cfg,
+        };
+        if emu.cfg.powered_at_boot {
+            emu.link.powered = true;
+        }
+        emu
+    }
+
+    // ---------------------------------------------------------------- XDATA (§1.2)
+
+    /// One byte of XDATA as the 8051 sees it, windows included. No side effects.
+    pub fn xdata_read(&self, bank: u8, addr: u16) -> u8 {
+        if bank != 0 {
+            return self.mem.phy[usize::from(addr)];
+        }
+        match addr {
+            XDATA_LTSSM => self.link.ltssm(),
+            0xF000..=0xFFFF => self.mem.sram[usize::from(addr - XDATA_SRAM_WINDOW)],
+            0xA000..=0xAFFF => self.mem.sys_page[usize::from(addr - XDATA_SYS_WINDOW)],
+            0xB000..=0xB1FF => self.mem.admin_page[usize::from(addr - XDATA_ADMIN_WINDOW)],
+            a if (XDATA_CQ_WINDOW..XDATA_CQ_WINDOW + CQ_XDATA_SPAN).contains(&a) => {
+                self.mem.cq_page[usize::from(a - XDATA_CQ_WINDOW)]
+            }
+            _ => self.mem.xdata[usize::from(addr)],
+        }
+    }
+
+    /// One byte written from the controller side (E5). The LTSSM register is read-only.
+    /// Writes to the TLP engine registers (0xB210..) only store bytes: the legacy
+    /// register-poke TLP path (§9.1) is not modelled.
+    pub fn xdata_write(&mut self, bank: u8, addr: u16, value: u8) {
+        if bank != 0 {
+            self.mem.phy[usize::from(addr)] = value;
+            return;
+        }
+        match addr {
+            XDATA_LTSSM => {}
+            0xF000..=0xFFFF => self.mem.sram[usize::from(addr - XDATA_SRAM_WINDOW)] = value,
+            0xA000..=0xAFFF => self.mem.sys_page[usize::from(addr - XDATA_SYS_WINDOW)] = value,
+            0xB000..=0xB1FF => self.mem.admin_page[usize::from(addr - XDATA_ADMIN_WINDOW)] = value,
+            a if (XDATA_CQ_WINDOW..XDATA_CQ_WINDOW + CQ_XDATA_SPAN).contains(&a) => {
+                self.mem.cq_page[usize::from(a - XDATA_CQ_WINDOW)] = value
+            }
+            _ => self.mem.xdata[usize::from(addr)] = value,
+        }
+    }
+
+    // ---------------------------------------------------------------- power and link (§3 F3)
+
+    /// F3 on: PERST# and a fundamental reset of everything behind the bridge, then training.
+    pub fn power_on(&mut self) {
+        let was_off = !self.link.powered;
+        self.link.powered = true;
+        self.link.lost = false;
+        self.link.training_polls_left = self.cfg.link_training_polls;
+        self.fabric.reset_all(self.cfg.crs_reads_after_reset, was_off);
+    }
+
+    /// F3 off: rails dropped, so the GPU forgets its state and VRAM.
+    pub fn power_off(&mut self) {
+        self.link.powered = false;
+        self.link.training_polls_left = 0;
+        self.fabric.reset_all(0, true);
+        if let Some(gpu) = self.gpu.as_mut() {
+            gpu.clear();
+        }
+    }
+
+    // ---------------------------------------------------------------- upstream DMA (§6)
+
+    fn dma_check(&mut self, addr: u64, len: usize) -> Result<(Region, usize), DmaError> {
+        let result = if self.gpu.is_none() {
+            Err(DmaError::NoGpu { addr, len })
+        } else if !self.link.up() {
+            Err(DmaError::LinkDown { addr, len, ltssm: self.link.ltssm() })
+        } else {
+            match self.fabric.upstream_check(addr) {
+                Err(UpstreamBlock::BusMasterOff(device)) => {
+                    Err(DmaError::BusMasterDisabled { addr, len, device })
+                }
+                Err(UpstreamBlock::PeerToPeer(device)) => {
+                    Err(DmaError::PeerToPeer { addr, len, device })
+                }
+                Ok(()) => decode_upstream(addr, len).ok_or(DmaError::Unmapped { addr, len }),
+            }
+        };
+        if result.is_err() {
+            self.stats.gpu_dma_rejected += 1;
+        }
+        result
+    }
+
+    /// GPU-initiated write into a bridge memory. A write landing in the CQ page releases an
+    /// armed F2 read (§4.7).
+    pub fn gpu_dma_write(&mut self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
+        let (region, offset) = self.dma_check(addr, data.len())?;
+        self.mem.region_mut(region)[offset..offset + data.len()].copy_from_slice(data);
+        self.stats.gpu_dma_requests += 1;
+        self.stats.gpu_dma_bytes += data.len() as u64;
+        if region == Region::CqPage {
+            self.fw.cq_written();
+        }
+        Ok(())
+    }
+
+    /// GPU-initiated read of a bridge memory.
+    pub fn gpu_dma_read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, DmaError> {
+        let (region, offset) = self.dma_check(addr, len)?;
+        self.stats.gpu_dma_requests += 1;
+        self.stats.gpu_dma_bytes += len as u64;
+        Ok(self.mem.region(region)[offset..offset + len].to_vec())
+    }
+
+    // ---------------------------------------------------------------- BAR targets
+
+    /// Store bytes into whatever backs a decoded BAR range (`data` fits `hit.span`).
+    pub fn write_target(&mut self, hit: MemHit, data: &[u8]) {
+        match hit.role {
+            BarRole::Vram => {
+                if let Some(g) = self.gpu.as_mut() {
+                    g.vram.write(hit.offset, data);
+                }
+            }
+            BarRole::Doorbell => {
+                if let Some(g) = self.gpu.as_mut() {
+                    g.doorbell.write(hit.offset, data);
+                }
+            }
+            BarRole::Mmio => self.mmio_write(hit.offset, data),
+            BarRole::Plain => {
+                if let Some(Some(m)) = self.fabric.funcs[hit.fid].plain.get_mut(hit.bar) {
+                    m.write(hit.offset, data);
+                }
+            }
+        }
+    }
+
+    /// Fill `out` from whatever backs a decoded BAR range.
+    pub fn read_target(&self, hit: MemHit, out: &mut [u8]) {
+        let mem = match hit.role {
+            BarRole::Vram => self.gpu.as_ref().map(|g| &g.vram),
+            BarRole::Doorbell => self.gpu.as_ref().map(|g| &g.doorbell),
+            BarRole::Mmio => self.gpu.as_ref().map(|g| &g.mmio),
+            BarRole::Plain => {
+                self.fabric.funcs[hit.fid].plain.get(hit.bar).and_then(|m| m.as_ref())
+            }
+        };
+        match mem {
+            Some(m) => m.read(hit.offset, out),
+            None => out.fill(0),
+        }
+    }
+
+    /// MMIO BAR write: plain memory, except that completing a write to the copy engine's GO
+    /// or FENCE_GO register with the value 1 runs it. Writes are split at those registers so
+    /// a stream that programs the whole block runs the copy before the fence.
+    fn mmio_write(&mut self, offset: u64, data: &[u8]) {
+        let Some(gpu) = self.gpu.as_mut() else { return };
+        let go_end = copy_engine::BASE + copy_engine::GO + 4;
+        let fence_end = copy_engine::BASE + copy_engine::FENCE_GO + 4;
+        let end = offset.saturating_add(data.len() as u64);
+        if end <= copy_engine::BASE || offset >= copy_engine::BASE + copy_engine::SIZE {
+            gpu.mmio.write(offset, data);
+            return;
+        }
+        let mut at = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let cut =
+                [go_end, fence_end].into_iter().find(|&c| c > at && c < at + rest.len() as u64);
+            let n = cut.map_or(rest.len(), |c| (c - at) as usize);
+            let (piece, tail) = rest.split_at(n);
+            if let Some(g) = self.gpu.as_mut() {
+                g.mmio.write(at, piece);
+            }
+            let piece_end = at + n as u64;
+            let touches = |reg: u64| {
+                let r = copy_engine::BASE + reg;
+                at < r + 4 && piece_end > r
+            };
+            if touches(copy_engine::GO) {
+                self.copy_engine_trigger(copy_engine::GO);
+            }
+            if touches(copy_engine::FENCE_GO) {
+                self.copy_engine_trigger(copy_engine::FENCE_GO);
+            }
+            at = piece_end;
+            rest = tail;
+        }
+    }
+
+    fn copy_engine_trigger(&mut self, reg: u64) {
+        let Some(gpu) = self.gpu.as_ref() else { return };
+        if gpu.ce_read32(reg) != 1 {
+            return;
+        }
+        let ok = if reg == copy_engine::GO { self.run_copy() } else { self.run_fence() };
+        if let Some(g) = self.gpu.as_mut() {
+            g.ce_write32(reg, 0);
+            let status = if ok { copy_engine::STATUS_OK } else { copy_engine::STATUS_ERROR };
+            g.ce_write32(copy_engine::STATUS, status);
+        }
+    }
+
+    /// The copy itself: validated in full first, then moved in bounded chunks.
+    fn run_copy(&mut self) -> bool {
+        let Some(gpu) = self.gpu.as_ref() else { return false };
+        let src = gpu.ce_read64(copy_engine::SRC);
+        let dst = gpu.ce_read64(copy_engine::DST);
+        let len = gpu.ce_read32(copy_engine::LENGTH) as usize;
+        let flags = gpu.ce_read32(copy_engine::FLAGS);
+        let vram_size = gpu.vram.size();
+        let src_pcie = flags & copy_engine::FLAG_SRC_PCIE != 0;
+        let dst_pcie = flags & copy_engine::FLAG_DST_PCIE != 0;
+        let vram_ok = |off: u64| off.checked_add(len as u64).is_some_and(|e| e <= vram_size);
+        if (!src_pcie && !vram_ok(src)) || (!dst_pcie && !vram_ok(dst)) {
+            return false;
+        }
+        if src_pcie && self.dma_check(src, len).is_err() {
+            return false;
+        }
+        if dst_pcie && self.dma_check(dst, len).is_err() {
+            return false;
+        }
+        const CHUNK: usize = 1 << 20;
+        let mut buf = vec![0u8; len.min(CHUNK)];
+        let mut done = 0usize;
+        while done < len {
+            let n = (len - done).min(CHUNK);
+            let chunk = &mut buf[..n];
+            let s = src + done as u64;
+            let d = dst + done as u64;
+            if src_pcie {
+                match self.gpu_dma_read(s, n) {
+                    Ok(v) => chunk.copy_from_slice(&v),
+                    Err(_) => return false,
+                }
+            } else if let Some(g) = self.gpu.as_ref() {
+                g.vram.read(s, chunk);
+            }
+            if dst_pcie {
+                if self.gpu_dma_write(d, chunk).is_err() {
+                    return false;
+                }
+            } else if let Some(g) = self.gpu.as_mut() {
+                g.vram.write(d, chunk);
+            }
+            done += n;
+        }
+        true
+    }
+
+    fn run_fence(&mut self) -> bool {
+        let Some(gpu) = self.gpu.as_ref() else { return false };
+        let addr = gpu.ce_read64(copy_engine::FENCE_ADDR);
+        let value = gpu.ce_read32(copy_engine::FENCE_VALUE);
+        self.gpu_dma_write(addr, &value.to_le_bytes()).is_ok()
+    }
+
+    // ---------------------------------------------------------------- visibility (§4.6, §12.5)
+
+    /// Accept bulk-OUT data; it lands now or after `visibility_delay` later transfers.
+    pub fn deliver(&mut self, target: VisTarget, data: Bytes) {
+        if self.cfg.visibility_delay == 0 {
+            self.apply_visibility_range(target, &data, 0, data.len());
+            return;
+        }
+        // Numbered like the transfer being executed now (see `Emu::exec_count`).
+        let created = self.exec_count + 1;
+        self.visibility.push_back(PendingVisibility { target, data, applied: 0, created });
+    }
+
+    fn apply_visibility_range(&mut self, target: VisTarget, data: &[u8], from: usize, to: usize) {
+        if from >= to {
+            return;
+        }
+        match target {
+            VisTarget::Sram { offset } => {
+                let start = offset + from;
+                self.mem.sram[start..offset + to].copy_from_slice(&data[from..to]);
+            }
+            VisTarget::Stream { addr, fmt, byte_enables } => {
+                let at = crate::firmware::advance(addr, fmt, from as u64);
+                self.emit_stream_write(at, fmt, byte_enables, &data[from..to]);
+            }
+        }
+    }
+
+    /// After each executed transfer: let pending data land as far as its delay allows.
+    pub fn apply_visibility(&mut self) {
+        let delay = u64::from(self.cfg.visibility_delay);
+        let mut i = 0;
+        while i < self.visibility.len() {
+            let (target, data, applied, elapsed) = {
+                let p = &self.visibility[i];
+                (p.target, p.data.clone(), p.applied, self.exec_count.saturating_sub(p.created))
+            };
+            let goal = if elapsed >= delay {
+                data.len()
+            } else if self.cfg.progressive_visibility {
+                // Whole dwords only, front to back.
+                ((data.len() as u64 * elapsed / delay) as usize) & !3
+            } else {
+                applied
+            };
+            self.apply_visibility_range(target, &data, applied, goal.max(applied));
+            if goal >= data.len() {
+                self.visibility.remove(i);
+            } else {
+                self.visibility[i].applied = goal.max(applied);
+                i += 1;
+            }
+        }
+    }
+
+    /// Make every pending stream write visible now (the single-threaded firmware has sent all
+    /// TLPs of an earlier stream before it handles the next F0, and PCIe keeps posted writes
+    /// in order); `all` also lands pending F2 data.
+    pub fn flush_visibility(&mut self, all: bool) {
+        let mut i = 0;
+        while i < self.visibility.len() {
+            let is_stream = matches!(self.visibility[i].target, VisTarget::Stream { .. });
+            if all || is_stream {
+                if let Some(p) = self.visibility.remove(i) {
+                    self.apply_visibility_range(p.target, &p.data, p.applied, p.data.len());
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
