@@ -1,6 +1,9 @@
 //! `egpu list`: the bridges on the USB bus.
 
-use egpu_usb::discover;
+use std::time::Duration;
+
+use egpu_link::asm2464::wire::{xdata_read_setup, LTSSM_L0, XDATA_LTSSM};
+use egpu_usb::{discover, Transfer, UsbTransport};
 
 use crate::error::CliError;
 
@@ -53,4 +56,23 @@ pub fn run(emulated: bool) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// The PCIe link state of a bridge, read without powering anything: one E4 read of the LTSSM
+/// register (§1.2 of the bridge reference).
+fn link_state(name: &str) -> String {
+    let (mut transport, _lock) = match discover::open_bridge(name) {
+        Ok(opened) => opened,
+        Err(error) => return format!("link: unknown ({error})"),
+    };
+    let read = Transfer::ControlIn { setup: xdata_read_setup(XDATA_LTSSM, 0), length: 1 };
+    match transport.transfer(read, Duration::from_secs(1)).map(|c| c.into_data()) {
+        Ok(data) if data.first() == Some(&LTSSM_L0) => "link: PCIe up (LTSSM 0x78, L0)".into(),
+        Ok(data) if !data.is_empty() => format!(
+            "link: PCIe down (LTSSM 0x{:02x}); `egpu info {name}` powers the slot and trains it",
+            data[0]
+        ),
+        Ok(_) => "link: unknown (empty reply to the LTSSM read)".into(),
+        Err(error) => format!("link: unknown ({error})"),
+    }
 }

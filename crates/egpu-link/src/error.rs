@@ -57,6 +57,12 @@ pub enum LinkError {
     #[error("{op} on {bdf}: {reason}")]
     Config { op: String, bdf: Bdf, reason: String },
 
+    #[error("{op}: {reason}")]
+    Busy { op: String, reason: String },
+
+    #[error("invalid bridge settings: {0}")]
+    InvalidConfig(String),
+
     #[error("PCIe fabric: {0}")]
     Fabric(String),
 

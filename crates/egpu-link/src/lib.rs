@@ -7,6 +7,7 @@
 
 pub mod asm2464;
 mod error;
+pub mod hostile;
 pub mod pcie;
 
 pub use asm2464::{Asm2464, Asm2464Config, LinkStats};

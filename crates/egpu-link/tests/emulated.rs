@@ -17,7 +17,8 @@ type Link = Asm2464<egpu_emu::EmulatedUsb>;
 fn fast_config() -> Asm2464Config {
     Asm2464Config {
         retry_backoff: Duration::ZERO,
-        config_retry_backoff: Duration::ZERO,
+        config_retry_backoff: Duration::from_millis(1),
+        config_retry_timeout: Duration::from_millis(200),
         link_poll_interval: Duration::ZERO,
         ..Default::default()
     }
@@ -417,4 +418,34 @@ fn streaming_reads_return_garbage_silently_but_checked_reads_do_not() {
     // §4.5: mode 2 has no error path; the data is simply wrong.
     assert_ne!(BarMmio::new(&mut link, vram).read(0, 16).unwrap(), vec![0x5A; 16]);
     assert_eq!(BarMmio::new(&mut link, vram).read32(0).unwrap(), 0x5A5A_5A5A);
+}
+
+#[test]
+fn an_armed_sram_read_owns_the_bulk_in_endpoint() {
+    let (emulator, mut link, topology) = up(GpuKind::Navi31);
+    let vram = region(&topology, 0);
+    emulator.set_sram(0, &[0x33; 1024]);
+    let pending = link.arm_sram_read(1024).unwrap();
+    // A streaming read's data would complete the armed F2 transfer instead (§4.7): refused.
+    let error = BarMmio::new(&mut link, vram).read(0, 64).unwrap_err();
+    assert!(matches!(error, LinkError::Busy { .. }), "{error}");
+    assert!(matches!(link.sram_write(0, bytes(512, 1)), Err(LinkError::Busy { .. })));
+    // Checked single reads use EP0 only and still work.
+    BarMmio::new(&mut link, vram).read32(0).unwrap();
+    emulator.gpu_dma_write(PCIE_CQ_PAGE + 12, &[0; 4]).unwrap();
+    assert_eq!(link.finish_sram_read(pending).unwrap(), vec![0x33; 1024]);
+    BarMmio::new(&mut link, vram).read(0, 64).unwrap();
+}
+
+#[test]
+fn settings_that_cannot_work_are_refused() {
+    let emulator = EmulatedBridge::new(BridgeConfig::default());
+    let config = Asm2464Config { stream_chunk: 1000, ..fast_config() };
+    let error = Asm2464::open(emulator.transport(), config).err().unwrap();
+    assert!(matches!(error, LinkError::InvalidConfig(_)), "{error}");
+    let config = Asm2464Config { stream_depth: 0, ..fast_config() };
+    assert!(matches!(
+        Asm2464::open(emulator.transport(), config),
+        Err(LinkError::InvalidConfig(_))
+    ));
 }

@@ -82,6 +82,7 @@ fn config() -> Asm2464Config {
     Asm2464Config {
         retry_backoff: Duration::ZERO,
         config_retry_backoff: Duration::ZERO,
+        link_poll_interval: Duration::ZERO,
         ..Default::default()
     }
 }
@@ -138,11 +139,13 @@ fn open_checks_ltssm_then_reads_the_bridge_vendor_id() {
 
 #[test]
 fn open_powers_the_slot_when_the_link_is_down() {
-    let script = vec![vec![0x11], vec![0x11], vec![LTSSM_L0], ok_reply(0x2461_1B21)];
+    // Three LTSSM samples show the link down (one transient sample must not power-cycle a
+    // running GPU), then F3 powers the slot and the link reaches L0.
+    let script = vec![vec![0x11], vec![0x11], vec![0x11], vec![LTSSM_L0], ok_reply(0x2461_1B21)];
     let bridge = Asm2464::open(Scripted::new(script), config()).unwrap();
     let sent = &bridge.transport().sent;
     // §3 F3: wValue bit 0 = on.
-    assert_eq!(setup_bytes(&sent[1]), [0x40, 0xF3, 0x01, 0x00, 0x00, 0x00, 0, 0]);
+    assert_eq!(setup_bytes(&sent[3]), [0x40, 0xF3, 0x01, 0x00, 0x00, 0x00, 0, 0]);
 }
 
 #[test]

@@ -33,9 +33,10 @@ pub struct Asm2464Config {
     pub tlp_retries: u32,
     /// Pause before each re-issue (§4.9: 1 ms, "this sleep is very picky").
     pub retry_backoff: Duration,
-    /// Re-issues of a config request answered with Configuration Request Retry Status.
-    pub config_retry_attempts: u32,
-    /// Pause between CRS retries (devices may answer CRS for up to 1 s after reset).
+    /// How long a config request answered with Configuration Request Retry Status is
+    /// re-issued (Linux waits up to 60 s for a device to leave CRS after reset).
+    pub config_retry_timeout: Duration,
+    /// Pause between CRS retries.
     pub config_retry_backoff: Duration,
     /// How long to wait for LTSSM to reach L0 after power-on (§2 step 6: bounded poll).
     pub link_up_timeout: Duration,
@@ -51,6 +52,31 @@ pub struct Asm2464Config {
     pub posted_depth: usize,
     /// Power the slot on and wait for the link when it is down at open.
     pub power_on_at_open: bool,
+    /// Wait for an F0 streaming or F2 arm to be accepted before sending its bulk data (one
+    /// round trip more). tinygrad always waits; whether the firmware holds EP 0x02 not-ready
+    /// until armed is not established, so this stays on until real hardware says otherwise.
+    pub wait_for_arm: bool,
+    /// XDATA byte writes (E5) in flight at once.
+    pub xdata_write_depth: usize,
+}
+
+impl Asm2464Config {
+    /// Reject settings that would make transfers fail or loops not end.
+    pub fn validate(&self) -> Result<(), LinkError> {
+        let problem = if self.stream_chunk == 0 || !self.stream_chunk.is_multiple_of(1024) {
+            Some("stream_chunk must be a non-zero multiple of 1024 (the SuperSpeed bulk packet)")
+        } else if self.stream_depth == 0 || self.posted_depth == 0 || self.xdata_write_depth == 0 {
+            Some("stream_depth, posted_depth and xdata_write_depth must be at least 1")
+        } else if self.max_stream_len < 4 {
+            Some("max_stream_len must hold at least one dword")
+        } else {
+            None
+        };
+        match problem {
+            Some(reason) => Err(LinkError::InvalidConfig(reason.into())),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Default for Asm2464Config {
@@ -58,7 +84,7 @@ impl Default for Asm2464Config {
         Self {
             tlp_retries: 10,
             retry_backoff: Duration::from_millis(1),
-            config_retry_attempts: 100,
+            config_retry_timeout: Duration::from_secs(60),
             config_retry_backoff: Duration::from_millis(10),
             link_up_timeout: Duration::from_secs(5),
             link_poll_interval: Duration::from_millis(20),
@@ -67,6 +93,8 @@ impl Default for Asm2464Config {
             stream_depth: 4,
             posted_depth: 64,
             power_on_at_open: true,
+            wait_for_arm: true,
+            xdata_write_depth: 64,
         }
     }
 }
@@ -78,9 +106,17 @@ const F3_TIMEOUT: Duration = Duration::from_secs(10);
 const SRAM_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Deadline of an F2 bulk transfer: the DMA engine moves hundreds of MB/s on USB3, USB2 high
+/// speed 35–45 MB/s (§10.1, §10.2); allow 10 MB/s.
 fn bulk_timeout(len: usize) -> Duration {
-    // 1 s plus 1 s per 30 MB: USB2 high speed moves 35–45 MB/s (§10.2).
-    Duration::from_secs(1) + Duration::from_secs((len / 30_000_000) as u64)
+    Duration::from_secs(1) + Duration::from_millis((len / 10_000) as u64)
+}
+
+/// Deadline of a streaming-write bulk OUT. The firmware turns every dword into its own TLP,
+/// about 3.6 MB/s (§10.1), and a deadline runs from submission, so it must cover everything
+/// queued ahead of the transfer too. Allow 1 MB/s.
+fn stream_write_timeout(queued: usize) -> Duration {
+    Duration::from_secs(1) + Duration::from_micros(queued as u64)
 }
 
 /// USB traffic the protocol layer generated, for `egpu bench link`.
@@ -156,6 +192,9 @@ pub struct Asm2464<T: UsbTransport> {
     bulk_out: VecDeque<Tag>,
     /// Set after a failed transfer: the next operation resets the interface first.
     needs_reset: bool,
+    /// The bulk IN of an armed F2 read. While it waits for the GPU's release, EP 0x81 and the
+    /// F2 engine belong to it: a streaming read's data would complete it instead (§4.7).
+    armed_sram_read: Option<Tag>,
     stats: LinkStats,
 }
 
@@ -182,7 +221,9 @@ impl<T: UsbTransport> Asm2464<T> {
                 })
             }
         }
-        let superspeed = info.speed.is_none_or(|speed| speed.is_superspeed());
+        config.validate()?;
+        // Unknown speed: assume the smaller USB2 limits, which work on either.
+        let superspeed = info.speed.is_some_and(|speed| speed.is_superspeed());
         let mut bridge = Self {
             usb,
             config,
@@ -190,10 +231,11 @@ impl<T: UsbTransport> Asm2464<T> {
             posted: VecDeque::new(),
             bulk_out: VecDeque::new(),
             needs_reset: true,
+            armed_sram_read: None,
             stats: LinkStats::default(),
         };
         bridge.recover()?;
-        if bridge.ltssm()? != LTSSM_L0 {
+        if !bridge.link_settles_in_l0(3)? {
             if !bridge.config.power_on_at_open {
                 let ltssm = bridge.ltssm()?;
                 return Err(LinkError::LinkDown { ltssm, waited: Duration::ZERO });
@@ -230,10 +272,30 @@ impl<T: UsbTransport> Asm2464<T> {
         &self.usb
     }
 
+    /// A few LTSSM samples, so that a transient state (e.g. a trip through recovery) does not
+    /// make `open` power-cycle a running GPU with F3 (which asserts PERST#).
+    fn link_settles_in_l0(&mut self, samples: u32) -> Result<bool, LinkError> {
+        for sample in 0..samples {
+            if self.ltssm()? == LTSSM_L0 {
+                return Ok(true);
+            }
+            if sample + 1 < samples {
+                thread::sleep(self.config.link_poll_interval);
+            }
+        }
+        Ok(false)
+    }
+
     /// Reset the bridge's transfer state (SET_INTERFACE alt 0) and forget anything in flight.
+    ///
+    /// Posted transfers are waited for first (each has its own deadline, errors ignored): a
+    /// control transfer already handed to the host controller cannot be recalled, and
+    /// SET_INTERFACE would queue behind it anyway.
     pub fn recover(&mut self) -> Result<(), LinkError> {
-        self.posted.clear();
-        self.bulk_out.clear();
+        for tag in self.posted.drain(..).chain(self.bulk_out.drain(..)) {
+            let _ = self.usb.wait(tag);
+        }
+        self.armed_sram_read = None;
         self.usb.reset_interface().map_err(LinkError::usb("resetting the bridge interface"))?;
         self.needs_reset = false;
         Ok(())
@@ -346,11 +408,16 @@ impl<T: UsbTransport> Asm2464<T> {
         check_xdata(address, data.len())?;
         self.guarded("writing bridge XDATA (E5)", |this| {
             this.drain_bulk_out()?;
-            let mut tags = Vec::with_capacity(data.len());
+            // Bounded pipeline: each E5 has its own deadline from submission.
+            let mut tags = VecDeque::new();
             for (i, &byte) in data.iter().enumerate() {
                 let setup = xdata_write_setup(address + i as u16, byte, 0);
                 let transfer = Transfer::ControlOut { setup, data: Bytes::new() };
-                tags.push(this.submit(transfer, CONTROL_TIMEOUT).map_err(LinkError::usb(""))?);
+                tags.push_back(this.submit(transfer, CONTROL_TIMEOUT).map_err(LinkError::usb(""))?);
+                if tags.len() >= this.config.xdata_write_depth {
+                    let oldest = tags.pop_front().expect("length checked");
+                    this.usb.wait(oldest).map_err(LinkError::usb(""))?;
+                }
             }
             for tag in tags {
                 this.usb.wait(tag).map_err(LinkError::usb(""))?;
@@ -446,6 +513,7 @@ impl<T: UsbTransport> Asm2464<T> {
             );
             let mut engine_attempts = 0;
             let mut crs_attempts = 0;
+            let crs_deadline = Instant::now() + this.config.config_retry_timeout;
             loop {
                 let out = Transfer::ControlOut { setup: request.setup(), data: payload.clone() };
                 let out = this.submit(out, F0_TIMEOUT).map_err(LinkError::usb(""))?;
@@ -493,7 +561,7 @@ impl<T: UsbTransport> Asm2464<T> {
                     }
                     CompletionStatus::ConfigRequestRetryStatus if is_config => {
                         crs_attempts += 1;
-                        if crs_attempts >= this.config.config_retry_attempts {
+                        if Instant::now() >= crs_deadline {
                             return Err(LinkError::ConfigRetry {
                                 op: op.to_string(),
                                 attempts: crs_attempts,
@@ -537,12 +605,13 @@ impl<T: UsbTransport> Asm2464<T> {
                     data: Bytes::copy_from_slice(&request.payload()),
                 };
                 let arm = this.submit(arm, F0_TIMEOUT).map_err(LinkError::usb(""))?;
-                this.posted.push_back(arm);
+                this.after_arm(arm)?;
                 let mut offset = piece.start;
                 while offset < piece.end {
                     let end = (offset + this.config.stream_chunk).min(piece.end);
                     let chunk = data.slice(offset..end);
-                    let timeout = bulk_timeout(chunk.len());
+                    let queued = (this.bulk_out.len() + 1) * this.config.stream_chunk;
+                    let timeout = stream_write_timeout(queued);
                     let tag = this
                         .submit(Transfer::BulkOut { endpoint: EP_BULK_OUT, data: chunk }, timeout)
                         .map_err(LinkError::usb(""))?;
@@ -563,6 +632,7 @@ impl<T: UsbTransport> Asm2464<T> {
     /// use [`PcieLink::mem_read32`] where a read must be checked.
     fn stream_read(&mut self, address: u64, len: usize) -> Result<Vec<u8>, LinkError> {
         check_dwords("streaming BAR read", address, len)?;
+        self.refuse_while_sram_read_armed("streaming memory read")?;
         self.guarded("streaming memory read (F0 mode 2)", |this| {
             let mut out: Vec<u8> = Vec::new();
             for (start, piece) in split_stream(address, len, this.config.max_stream_len) {
@@ -635,11 +705,12 @@ impl<T: UsbTransport> Asm2464<T> {
             padded.resize(request.wire_len(), 0);
             Bytes::from(padded)
         };
+        self.refuse_while_sram_read_armed("SRAM write")?;
         self.guarded("SRAM write (F2)", |this| {
             this.drain_bulk_out()?;
             let arm = Transfer::ControlOut { setup: request.setup(), data: Bytes::new() };
             let arm = this.submit(arm, CONTROL_TIMEOUT).map_err(LinkError::usb(""))?;
-            this.posted.push_back(arm);
+            this.after_arm(arm)?;
             let timeout = bulk_timeout(wire.len());
             let tag = this
                 .submit(Transfer::BulkOut { endpoint: EP_BULK_OUT, data: wire }, timeout)
@@ -656,6 +727,7 @@ impl<T: UsbTransport> Asm2464<T> {
     pub fn arm_sram_read(&mut self, len: usize) -> Result<PendingSramRead, LinkError> {
         let request = F2Request::for_len(SramDirection::Read, 0, len)
             .ok_or(LinkError::SramRange { op: "SRAM read".into(), start_slot: 0, len })?;
+        self.refuse_while_sram_read_armed("arming another SRAM read")?;
         self.guarded("arming an SRAM read (F2)", |this| {
             this.drain_bulk_out()?;
             let arm = Transfer::ControlOut { setup: request.setup(), data: Bytes::new() };
@@ -663,25 +735,65 @@ impl<T: UsbTransport> Asm2464<T> {
             let transfer = Transfer::BulkIn { endpoint: EP_BULK_IN, length: request.wire_len() };
             let tag = this.submit(transfer, SRAM_READ_TIMEOUT).map_err(LinkError::usb(""))?;
             this.usb.wait(arm).map_err(LinkError::usb(""))?;
+            this.armed_sram_read = Some(tag);
             Ok(PendingSramRead { tag, len })
         })
     }
 
     /// Wait for an armed SRAM read; its deadline covers a GPU that never releases it.
+    ///
+    /// Unlike other operations this never resets the interface first: that would cancel the
+    /// very transfer it waits for and could leave the F2 engine wedged (§11, firmware #72/#75).
     pub fn finish_sram_read(&mut self, pending: PendingSramRead) -> Result<Vec<u8>, LinkError> {
-        self.guarded("SRAM read (F2 bulk IN, released by a write to the CQ page)", |this| {
-            let mut data = this.usb.wait(pending.tag).map_err(LinkError::usb(""))?.into_data();
-            let wire = pending.len.div_ceil(SRAM_SECTOR) * SRAM_SECTOR;
-            if data.len() != wire {
-                return Err(LinkError::ShortReply {
-                    op: "SRAM read".into(),
-                    expected: wire,
-                    actual: data.len(),
-                });
-            }
-            data.truncate(pending.len);
-            Ok(data)
-        })
+        if self.armed_sram_read != Some(pending.tag) {
+            return Err(LinkError::Busy {
+                op: "finishing an SRAM read".into(),
+                reason: "the read is no longer armed (the interface was reset since it was armed)"
+                    .into(),
+            });
+        }
+        self.armed_sram_read = None;
+        let op = "SRAM read (F2 bulk IN, released by a GPU write to the CQ page)";
+        let result =
+            self.usb.wait(pending.tag).map_err(LinkError::usb(op)).and_then(|completion| {
+                let mut data = completion.into_data();
+                let wire = pending.len.div_ceil(SRAM_SECTOR) * SRAM_SECTOR;
+                if data.len() != wire {
+                    return Err(LinkError::ShortReply {
+                        op: op.into(),
+                        expected: wire,
+                        actual: data.len(),
+                    });
+                }
+                data.truncate(pending.len);
+                Ok(data)
+            });
+        if result.is_err() {
+            self.needs_reset = true;
+        }
+        result
+    }
+
+    /// While an F2 read waits for its release, EP 0x81 and the F2 engine are taken.
+    fn refuse_while_sram_read_armed(&self, op: &str) -> Result<(), LinkError> {
+        match self.armed_sram_read {
+            Some(_) => Err(LinkError::Busy {
+                op: op.into(),
+                reason: "an SRAM read is armed and waits for the GPU's release; finish it first (single-dword reads still work)".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A streaming or F2 arm was submitted: either wait for the firmware to accept it before
+    /// the bulk data goes out, or leave it with the posted transfers.
+    fn after_arm(&mut self, arm: Tag) -> Result<(), LinkError> {
+        if self.config.wait_for_arm {
+            self.usb.wait(arm).map_err(LinkError::usb(""))?;
+        } else {
+            self.posted.push_back(arm);
+        }
+        Ok(())
     }
 }
 

@@ -88,6 +88,8 @@ pub struct BridgeInfo {
     pub memory: Option<(u64, u64)>,
     /// Inclusive prefetchable window, if open.
     pub prefetchable: Option<(u64, u64)>,
+    /// The prefetchable window decodes 64-bit addresses (base register bits 3:0 = 1).
+    pub prefetchable_64: bool,
 }
 
 /// One PCI function found by the walk.
@@ -243,7 +245,9 @@ pub fn format_size(bytes: u64) -> String {
 pub fn bring_up(link: &mut dyn PcieLink, options: &FabricOptions) -> Result<Topology, LinkError> {
     let mut topology = Topology::default();
     let mut next_bus = 1u8;
-    scan_bus(link, 0, true, &mut next_bus, &mut topology)?;
+    // Bus 0 is the bridge's own port, straight below its TLP engine; like tinygrad (§5) only
+    // device 0 is addressed there: nothing filters Type 0 device numbers on the way.
+    scan_bus(link, 0, false, &mut next_bus, &mut topology)?;
 
     let mut pools = Pools {
         mem32: Pool { next: options.mem32_base, end: options.mem32_end, name: "32-bit memory" },
@@ -258,7 +262,7 @@ pub fn bring_up(link: &mut dyn PcieLink, options: &FabricOptions) -> Result<Topo
         let header = topology.functions[index].header_type & PCI_HEADER_TYPE_MASK;
         topology.functions[index].bars = size_bars(link, bdf, header)?;
     }
-    assign_bus(link, 0, &mut topology, &mut pools)?;
+    assign_bus(link, 0, true, &mut topology, &mut pools)?;
     for function in &topology.functions {
         let command = link.config_read16(function.bdf, PCI_COMMAND)?;
         link.config_write(
@@ -293,22 +297,30 @@ fn scan_bus(
     // Below a root or downstream port only device 0 can exist (PCIe Base Spec §7.3.1), which
     // saves 31 round trips per bus over USB.
     let devices = if all_devices { 0..32 } else { 0..1 };
+    let mut present = Vec::new();
     for device in devices {
         let Some(id) = probe(link, Bdf::new(bus, device, 0))? else { continue };
         let header = link.config_read(Bdf::new(bus, device, 0), PCI_HEADER_TYPE, 1)? as u8;
-        let functions = if header & PCI_HEADER_TYPE_MFD != 0 { 8 } else { 1 };
-        for function in 0..functions {
-            let bdf = Bdf::new(bus, device, function);
-            let id = if function == 0 {
-                id
-            } else {
-                match probe(link, bdf)? {
-                    Some(id) => id,
-                    None => continue,
+        present.push((Bdf::new(bus, device, 0), id, header));
+        if header & PCI_HEADER_TYPE_MFD != 0 {
+            for function in 1..8 {
+                let bdf = Bdf::new(bus, device, function);
+                if let Some(id) = probe(link, bdf)? {
+                    let header = link.config_read(bdf, PCI_HEADER_TYPE, 1)? as u8;
+                    present.push((bdf, id, header));
                 }
-            };
-            scan_function(link, bdf, id, next_bus, topology)?;
+            }
         }
+    }
+    // Bus numbers left from an earlier session could overlap the ones handed out below and
+    // misroute Type 1 requests: close every bridge on this bus before numbering any of them.
+    for &(bdf, _, header) in &present {
+        if header & PCI_HEADER_TYPE_MASK == PCI_HEADER_TYPE_BRIDGE {
+            write_bus_numbers(link, bdf, 0, 0)?;
+        }
+    }
+    for (bdf, id, _) in present {
+        scan_function(link, bdf, id, next_bus, topology)?;
     }
     Ok(())
 }
@@ -366,8 +378,14 @@ fn scan_function(
         scan_bus(link, secondary, all_devices, next_bus, topology)?;
         let subordinate = *next_bus - 1;
         write_bus_numbers(link, bdf, secondary, subordinate)?;
-        topology.functions[index].bridge =
-            Some(BridgeInfo { secondary, subordinate, memory: None, prefetchable: None });
+        let prefetchable_64 = link.config_read16(bdf, PCI_PREF_MEMORY_BASE)? & 0xF == 0x1;
+        topology.functions[index].bridge = Some(BridgeInfo {
+            secondary,
+            subordinate,
+            memory: None,
+            prefetchable: None,
+            prefetchable_64,
+        });
     }
     Ok(())
 }
@@ -464,17 +482,11 @@ fn size_bars(link: &mut dyn PcieLink, bdf: Bdf, header: u8) -> Result<Vec<Bar>, 
             u32::MAX
         };
         let mask = u64::from(mask_high) << 32 | u64::from(mask_low & PCI_BASE_ADDRESS_MEM_MASK);
+        // An unimplemented BAR reads back zero in every writable bit.
         if mask_low & PCI_BASE_ADDRESS_MEM_MASK != 0 || (is_64 && mask_high != 0) {
-            let size = (!mask).wrapping_add(1);
-            if !size.is_power_of_two() {
-                return Err(LinkError::Config {
-                    op: "sizing BARs".into(),
-                    bdf,
-                    reason: format!(
-                        "BAR{index} reads back mask {mask:#x}, which is not a power-of-two size"
-                    ),
-                });
-            }
+            // The lowest writable address bit gives the size; devices need not implement every
+            // upper address bit (as Linux's pci_size).
+            let size = mask & mask.wrapping_neg();
             let kind = if is_64 { BarKind::Mem64 } else { BarKind::Mem32 };
             bars.push(Bar { index, kind, prefetchable, size, address: 0 });
         }
@@ -521,6 +533,7 @@ const WINDOW_ALIGN: u64 = 1 << 20;
 fn assign_bus(
     link: &mut dyn PcieLink,
     bus: u8,
+    above_4g_reachable: bool,
     topology: &mut Topology,
     pools: &mut Pools,
 ) -> Result<(), LinkError> {
@@ -535,8 +548,9 @@ fn assign_bus(
             let bar = topology.functions[index].bars[b];
             let pool = match (bar.kind, bar.prefetchable) {
                 (BarKind::Io, _) => continue,
-                // Only 64-bit prefetchable BARs may live above 4 GiB behind a bridge.
-                (BarKind::Mem64, true) => &mut pools.pref,
+                // Only 64-bit prefetchable BARs may live above 4 GiB, and only where every
+                // bridge above has a 64-bit prefetchable window.
+                (BarKind::Mem64, true) if above_4g_reachable => &mut pools.pref,
                 _ => &mut pools.mem32,
             };
             let address = pool.take(bar.size, bar.size.max(4096))?;
@@ -558,7 +572,8 @@ fn assign_bus(
         let pref_start = align_up(pools.pref.next, WINDOW_ALIGN);
         pools.mem32.next = mem_start;
         pools.pref.next = pref_start;
-        assign_bus(link, bridge.secondary, topology, pools)?;
+        let reachable = above_4g_reachable && bridge.prefetchable_64;
+        assign_bus(link, bridge.secondary, reachable, topology, pools)?;
         pools.mem32.next = align_up(pools.mem32.next, WINDOW_ALIGN);
         pools.pref.next = align_up(pools.pref.next, WINDOW_ALIGN);
         let memory = (pools.mem32.next > mem_start).then(|| (mem_start, pools.mem32.next - 1));
