@@ -30,10 +30,7 @@ pub fn run(emulated: bool) -> Result<(), CliError> {
             println!("             {advice}");
         }
         if bridge.firmware.is_usable() {
-            println!(
-                "             link: `egpu info {}` powers the slot and shows the PCIe link",
-                bridge.name
-            );
+            println!("             {}", link_state(&bridge.name));
         }
     }
     if emulated {
