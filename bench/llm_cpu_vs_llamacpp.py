@@ -10,7 +10,10 @@ GGUF file and the same thread count, measured in one run.
 By default the egpu side runs `target/release/egpu run` if that binary exists and the
 `egpu-llm` example otherwise (override with --egpu "CMD ..."). Both sides decode greedily.
 Each side runs once to warm up (page cache, thread pools), then --repeat times; the best run
-counts. Not part of CI: timing depends on the machine.
+counts. Not part of CI: timing depends on the machine, so run it on an otherwise idle one.
+
+llama.cpp's AMX weight repacking is turned off by default (--extra-bufts turns it on): on VMs
+that report AMX in cpuid without granting the tile state it dies with SIGILL (`tilezero`).
 """
 import argparse, importlib.util, os, re, shlex, subprocess, sys, time
 
@@ -25,7 +28,8 @@ def default_gguf():
 def default_egpu():
     for rel in ("target/release/egpu", os.environ.get("CARGO_TARGET_DIR", "") + "/release/egpu"):
         path = rel if os.path.isabs(rel) else os.path.join(ROOT, rel)
-        if os.path.isfile(path):
+        # An older egpu binary may not have the `run` subcommand yet.
+        if os.path.isfile(path) and subprocess.run([path, "run", "--help"], capture_output=True).returncode == 0:
             return [path, "run"]
     example = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/examples/run")
     if not os.path.isfile(example):
@@ -81,13 +85,26 @@ def main():
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--egpu", default=None, help="command that runs egpu's `run` (before MODEL)")
+    ap.add_argument("--extra-bufts", action="store_true",
+                    help="let llama.cpp repack weights for AMX etc. (crashes with SIGILL on VMs "
+                         "that expose AMX in cpuid but do not grant the tile state)")
     a = ap.parse_args()
     gguf = a.gguf or default_gguf()
     egpu = shlex.split(a.egpu) if a.egpu else default_egpu()
     try:
-        from llama_cpp import Llama
+        import llama_cpp
+        import llama_cpp.llama as llama_module
     except ImportError:
         sys.exit("llama-cpp-python is not installed: pip install llama-cpp-python")
+    if not a.extra_bufts:
+        # Llama() takes no such argument; its default-params call is the only hook.
+        default_params = llama_cpp.llama_model_default_params
+        def params_without_extra_bufts():
+            p = default_params()
+            p.use_extra_bufts = False
+            return p
+        llama_module.llama_cpp.llama_model_default_params = params_without_extra_bufts
+    Llama = llama_cpp.Llama
     llm = Llama(model_path=gguf, n_ctx=2048, n_batch=512, n_threads=a.threads, n_threads_batch=a.threads,
                 logits_all=True, verbose=False)
     tokenize = lambda s: llm.tokenize(s.encode(), add_bos=False, special=False)

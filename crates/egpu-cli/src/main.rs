@@ -41,6 +41,8 @@ enum Command {
     Demo(DemoArgs),
     /// Linux: print (or install) the udev rule that lets your user open the bridge.
     Setup(SetupArgs),
+    /// Run a GGUF language model: stream its answer to PROMPT, then prompt and decode tokens/s.
+    Run(egpu_llm::RunArgs),
     /// AMD GPU firmware files.
     Firmware {
         #[command(subcommand)]
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Link(args) } => bench::run(&args),
         Command::Demo(args) => demo::run(&args.gpu),
         Command::Setup(args) => setup(args.install),
+        Command::Run(args) => egpu_llm::run(&args).map_err(CliError::from),
         Command::Firmware { what: FirmwareCommand::Check(args) } => {
             egpu_amd::firmware::firmware_check(&args).map_err(CliError::from)
         }

@@ -1,0 +1,49 @@
+//! Kernel throughput on one thread, in GMAC per second of on-CPU time (robust against a busy
+//! machine): `cargo run --release -p egpu-llm --example kernels -- MODEL.gguf`.
+
+use egpu_llm::gguf::GgufFile;
+use egpu_llm::quant::RowKernel;
+
+/// Nanoseconds this thread has spent on a CPU (Linux schedstat).
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn main() {
+    let path = std::env::args().nth(1).expect("usage: kernels MODEL.gguf");
+    let file = GgufFile::open(&path).expect("open");
+    for info in file.tensors.iter().filter(|t| t.dims.len() == 2).take(8) {
+        let data = file.data_of(info).expect("tensor data");
+        let Ok(k) = RowKernel::new(info.ggml_type, info.row_len() as usize) else { continue };
+        let rows = info.n_rows() as usize;
+        let x: Vec<f32> = (0..k.row_len()).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut out = vec![0f32; rows];
+        let n = 200;
+        let macs = (rows * k.row_len() * n) as f64;
+        let t = cpu_ns();
+        for _ in 0..n {
+            k.dot_rows(data, &x, &mut out);
+        }
+        let exact = macs / (cpu_ns() - t).max(1) as f64;
+        // Prefill: 64 tokens against every row.
+        let tokens = 64;
+        let xs: Vec<f32> = (0..tokens * k.row_len()).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut scratch = vec![0f32; 4 * k.row_len()];
+        let mut outs = vec![0f32; rows * tokens];
+        let t = cpu_ns();
+        for _ in 0..n / 20 {
+            k.dot_rows_tokens(data, &xs, &mut scratch, &mut outs);
+        }
+        let prefill =
+            (rows * k.row_len() * tokens * (n / 20)) as f64 / (cpu_ns() - t).max(1) as f64;
+        println!(
+            "{:28} {:5} {rows:6}x{:<5} decode {exact:5.2} GMAC/s, prefill {prefill:5.2} GMAC/s",
+            info.name,
+            info.ggml_type.name(),
+            k.row_len()
+        );
+    }
+}
