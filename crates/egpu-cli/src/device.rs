@@ -13,7 +13,8 @@ use crate::error::CliError;
 
 #[derive(Args, Clone)]
 pub struct DeviceArgs {
-    /// Bridge name from `egpu list` (usb:BUS-ADDR), or emu, emu:navi31, emu:ga102.
+    /// Device from `egpu list`: a bridge (usb:BUS-ADDR), emu, emu:navi31, emu:ga102, or a GPU
+    /// behind a kernel driver (nv:N).
     pub device: Option<String>,
     /// Use the emulated eGPU (same as DEVICE `emu`).
     #[arg(long)]

@@ -10,6 +10,8 @@ pub enum CliError {
     #[error(transparent)]
     Setup(#[from] egpu_usb::setup::SetupError),
     #[error(transparent)]
+    Nvidia(#[from] egpu_nv::NvError),
+    #[error(transparent)]
     Model(#[from] egpu_llm::LlmError),
     #[error(transparent)]
     Firmware(#[from] egpu_amd::firmware::CheckError),

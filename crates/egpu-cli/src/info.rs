@@ -6,6 +6,9 @@ use crate::device::{self, DeviceArgs};
 use crate::error::CliError;
 
 pub fn run(args: &DeviceArgs) -> Result<(), CliError> {
+    if let Some(index) = args.device.as_deref().and_then(crate::gpu::parse_nv) {
+        return crate::gpu::info(index);
+    }
     let target = args.target()?;
     let mut bridge = device::open(&target)?;
     let info = bridge.link.info().clone();

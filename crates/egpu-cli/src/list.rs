@@ -33,6 +33,7 @@ pub fn run(emulated: bool) -> Result<(), CliError> {
             println!("             {}", link_state(&bridge.name));
         }
     }
+    crate::gpu::list();
     if emulated {
         let mut bridge =
             crate::device::open(&crate::device::Target::Emulated(egpu_emu::GpuKind::Navi31))?;

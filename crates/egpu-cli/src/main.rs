@@ -5,6 +5,7 @@ mod demo;
 mod device;
 mod emu_copy;
 mod error;
+mod gpu;
 mod info;
 mod list;
 
@@ -32,10 +33,13 @@ enum Command {
     List(ListArgs),
     /// Show a bridge's firmware, link state and the PCIe topology behind it.
     Info(DeviceArgs),
-    /// Measure the link or the GPU.
+    /// Measure the link (`egpu bench link DEVICE`) or a GPU (`egpu bench nv:0`).
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
-        what: BenchCommand,
+        what: Option<BenchCommand>,
+        #[command(flatten)]
+        gpu: gpu::GpuBenchArgs,
     },
     /// Bring up the emulated eGPU, show it and round-trip data through a BAR and the bridge SRAM.
     Demo(DemoArgs),
@@ -88,7 +92,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::List(args) => list::run(args.emulated),
         Command::Info(args) => info::run(&args),
-        Command::Bench { what: BenchCommand::Link(args) } => bench::run(&args),
+        Command::Bench { what: Some(BenchCommand::Link(args)), .. } => bench::run(&args),
+        Command::Bench { what: None, gpu } => gpu::bench(&gpu),
         Command::Demo(args) => demo::run(&args.gpu),
         Command::Setup(args) => setup(args.install),
         Command::Run(args) => egpu_llm::run(&args).map_err(CliError::from),

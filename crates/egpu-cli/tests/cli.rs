@@ -85,3 +85,16 @@ fn setup_prints_the_udev_rule() {
     assert!(out.contains("add1") && out.contains("0001"), "{out}");
     assert!(out.contains("power/control"), "{out}");
 }
+
+#[test]
+fn list_says_cleanly_when_there_is_no_nvidia_kernel_driver() {
+    if std::path::Path::new("/dev/nvidiactl").exists() {
+        eprintln!("SKIP: this machine has nvidia.ko loaded; the GPU suite covers it");
+        return;
+    }
+    let out = stdout_of(&["list"]);
+    assert!(out.contains("no NVIDIA kernel driver"), "{out}");
+    let output = egpu().args(["info", "nv:0"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no NVIDIA kernel driver"));
+}

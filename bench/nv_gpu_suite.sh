@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# NVIDIA GPU test suite + benchmark, built here and run on a GPU machine without Rust.
+#
+#   bench/nv_gpu_suite.sh build   # on a build machine: release binary -> .device/nv/nv_suite
+#   bench/nv_gpu_suite.sh run     # on the GPU machine (carry .device/nv): suite, then benchmark
+#                                 # against PyTorch in the same run (bench/nv_vs_cuda.py)
+#   bench/nv_gpu_suite.sh         # both, when cargo and a GPU are on the same machine
+#
+# Needs on the GPU machine: nvidia.ko + nvidia-uvm, NVRTC (CUDA toolkit or the PyPI wheel that
+# PyTorch installs; EGPU_NVRTC=/path/libnvrtc.so overrides), python3 with torch for the ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=.device/nv
+mode=${1:-all}
+
+build() {
+    CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} cargo build --release -p egpu-nv --example nv_suite
+    mkdir -p "$out"
+    cp "${CARGO_TARGET_DIR:-target}/release/examples/nv_suite" "$out/nv_suite"
+    echo "built $out/nv_suite"
+}
+
+run() {
+    local bin="$out/nv_suite"
+    [ -x "$bin" ] || { echo "missing $bin: run '$0 build' first and carry .device/nv"; exit 2; }
+    export EGPU_CACHE_DIR=${EGPU_CACHE_DIR:-$out/cache}
+    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || true
+    date -u
+    status=0
+    "$bin" || status=$?
+    python3 bench/nv_vs_cuda.py --ours "$bin" || status=$?
+    exit $status
+}
+
+case "$mode" in
+    build) build ;;
+    run) run ;;
+    all) build; run ;;
+    *) echo "usage: $0 [build|run]"; exit 2 ;;
+esac

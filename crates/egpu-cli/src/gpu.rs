@@ -1,0 +1,73 @@
+//! GPUs reached through a vendor kernel driver: today NVIDIA's nvidia.ko (`nv:N`).
+
+use clap::Args;
+use egpu_nv::NvError;
+
+use crate::error::CliError;
+
+#[derive(Args)]
+pub struct GpuBenchArgs {
+    /// GPU to measure: nv:N from `egpu list`.
+    pub device: Option<String>,
+    /// MiB moved by each copy-bandwidth measurement.
+    #[arg(long, default_value_t = 256)]
+    pub copy_mib: u64,
+}
+
+/// `nv:3` → 3.
+pub fn parse_nv(name: &str) -> Option<u32> {
+    name.strip_prefix("nv:")?.parse().ok()
+}
+
+/// The NVIDIA section of `egpu list`.
+pub fn list() {
+    match egpu_nv::list_gpus() {
+        Ok(gpus) if gpus.is_empty() => {
+            println!("NVIDIA: the kernel driver is loaded but reports no GPU.")
+        }
+        Ok(gpus) => {
+            for gpu in gpus {
+                println!("{gpu}");
+            }
+        }
+        Err(NvError::NoKernelDriver) => {
+            println!(
+                "NVIDIA: no NVIDIA kernel driver (nvidia.ko) on this machine, so no nv:N devices."
+            )
+        }
+        Err(error) => println!("NVIDIA: cannot list GPUs: {error}"),
+    }
+}
+
+/// `egpu info nv:N`.
+pub fn info(index: u32) -> Result<(), CliError> {
+    let gpus = egpu_nv::list_gpus()?;
+    let gpu = gpus.iter().find(|gpu| gpu.index == index).ok_or_else(|| {
+        CliError::Usage(format!(
+            "no GPU nv:{index}; `egpu list` shows {} NVIDIA GPU(s)",
+            gpus.len()
+        ))
+    })?;
+    println!("{gpu}");
+    if let Some(arch) = gpu.arch {
+        println!("architecture  {arch:?}");
+    }
+    println!("PCI address   {}", gpu.pci_address);
+    println!("driver        {} (RM ioctls through /dev/nvidiactl, no libcuda)", gpu.driver_version);
+    Ok(())
+}
+
+/// `egpu bench nv:N`.
+pub fn bench(args: &GpuBenchArgs) -> Result<(), CliError> {
+    let name = args.device.as_deref().ok_or_else(|| {
+        CliError::Usage("name a GPU (`egpu bench nv:0`) or use `egpu bench link DEVICE`".into())
+    })?;
+    let index = parse_nv(name).ok_or_else(|| {
+        CliError::Usage(format!(
+            "`{name}` is not a GPU name; use nv:N, or `egpu bench link {name}` for a bridge"
+        ))
+    })?;
+    let report = egpu_nv::bench::run(index, args.copy_mib << 20)?;
+    print!("{report}");
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! GPU test suite for the NVIDIA kernel-module path (needs an NVIDIA GPU, nvidia.ko and NVRTC).
+//!
+//! `nv_suite [--gpu N]` runs the checks; `nv_suite --bench [--gpu N] [--bytes B]` prints the
+//! benchmark (one `name value` per line). Skips (exit 0) with a message when /dev/nvidiactl is
+//! absent. Exit status 1 when any check fails.
+
+use egpu_nv::bench::KERNELS;
+use egpu_nv::device::{NvCommand, NvDevice};
+use egpu_nv::nvrtc::Nvrtc;
+use egpu_nv::NvError;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One check: a message on success, the failure otherwise.
+type Check = fn(&mut Ctx) -> Result<String, String>;
+
+struct Ctx {
+    dev: NvDevice,
+    program: u64,
+    sig: u32,
+    value: u64,
+}
+
+impl Ctx {
+    fn run(&mut self, mut commands: Vec<NvCommand>) -> Result<(), NvError> {
+        self.value += 1;
+        commands.push(NvCommand::Signal { slot: self.sig, value: self.value });
+        self.dev.submit(&commands)?;
+        self.dev.wait_signal(self.sig, self.value, Instant::now() + TIMEOUT)
+    }
+
+    fn launch(&self, kernel: &str, grid: u32, block: u32, shared: u32, args: &[u64]) -> NvCommand {
+        let k = self.dev.kernel(self.program, kernel).expect("kernel in nv_suite.cu");
+        let mut block_bytes = vec![0u8; k.param_bytes as usize];
+        for (p, v) in k.params.iter().zip(args) {
+            let bytes = v.to_le_bytes();
+            block_bytes[p.offset as usize..(p.offset + p.size) as usize]
+                .copy_from_slice(&bytes[..p.size as usize]);
+        }
+        NvCommand::Launch {
+            program: self.program,
+            kernel: kernel.into(),
+            grid: [grid, 1, 1],
+            block: [block, 1, 1],
+            dynamic_shared_bytes: shared,
+            args: block_bytes,
+        }
+    }
+}
+
+fn floats_to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn bytes_to_floats(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+fn vector_add(c: &mut Ctx) -> Result<String, String> {
+    let n = 1u32 << 20;
+    let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+    let b: Vec<f32> = (0..n).map(|i| (n - i) as f32).collect();
+    let bytes = u64::from(n) * 4;
+    let host = c.dev.alloc(bytes * 3, true).map_err(|e| e.to_string())?;
+    let dev = c.dev.alloc(bytes * 3, false).map_err(|e| e.to_string())?;
+    c.dev.write_host(&host, 0, &floats_to_bytes(&a)).map_err(|e| e.to_string())?;
+    c.dev.write_host(&host, bytes, &floats_to_bytes(&b)).map_err(|e| e.to_string())?;
+    let launch = c.launch(
+        "vadd",
+        n.div_ceil(256),
+        256,
+        0,
+        &[dev.va, dev.va + bytes, dev.va + 2 * bytes, u64::from(n)],
+    );
+    c.run(vec![
+        NvCommand::Copy { src: host.va, dst: dev.va, len: 2 * bytes },
+        launch,
+        NvCommand::Copy { src: dev.va + 2 * bytes, dst: host.va + 2 * bytes, len: bytes },
+    ])
+    .map_err(|e| e.to_string())?;
+    let mut out = vec![0u8; bytes as usize];
+    c.dev.read_host(&host, 2 * bytes, &mut out).map_err(|e| e.to_string())?;
+    let got = bytes_to_floats(&out);
+    let bad = (0..n as usize).filter(|&i| got[i] != a[i] + b[i]).count();
+    c.dev.free(host);
+    c.dev.free(dev);
+    if bad == 0 {
+        Ok(format!("{n} elements match the CPU"))
+    } else {
+        Err(format!("{bad} of {n} elements differ from the CPU"))
+    }
+}
+
+fn reduction(c: &mut Ctx) -> Result<String, String> {
+    let n = 1u32 << 22;
+    let block = 512u32;
+    let blocks = n.div_ceil(block);
+    let input: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+    let host = c.dev.alloc(u64::from(n) * 4, true).map_err(|e| e.to_string())?;
+    let dev_in = c.dev.alloc(u64::from(n) * 4, false).map_err(|e| e.to_string())?;
+    let partial = c.dev.alloc(u64::from(blocks) * 4, true).map_err(|e| e.to_string())?;
+    c.dev.write_host(&host, 0, &floats_to_bytes(&input)).map_err(|e| e.to_string())?;
+    let launch =
+        c.launch("reduce_sum", blocks, block, block * 4, &[dev_in.va, partial.va, u64::from(n)]);
+    c.run(vec![NvCommand::Copy { src: host.va, dst: dev_in.va, len: u64::from(n) * 4 }, launch])
+        .map_err(|e| e.to_string())?;
+    let mut out = vec![0u8; blocks as usize * 4];
+    c.dev.read_host(&partial, 0, &mut out).map_err(|e| e.to_string())?;
+    let gpu: Vec<f32> = bytes_to_floats(&out);
+    let mut worst = 0f64;
+    for (bi, g) in gpu.iter().enumerate() {
+        let lo = bi * block as usize;
+        let cpu: f64 =
+            input[lo..(lo + block as usize).min(n as usize)].iter().map(|&x| f64::from(x)).sum();
+        worst = worst.max((f64::from(*g) - cpu).abs() / cpu.abs().max(1.0));
+    }
+    for b in [host, dev_in, partial] {
+        c.dev.free(b);
+    }
+    if worst < 1e-4 {
+        Ok(format!("{blocks} block sums match the CPU (worst relative error {worst:.2e})"))
+    } else {
+        Err(format!("block sums differ from the CPU: worst relative error {worst:.2e}"))
+    }
+}
+
+fn round_trip_1gib(c: &mut Ctx) -> Result<String, String> {
+    let size = 1u64 << 30;
+    let src = c.dev.alloc(size, true).map_err(|e| e.to_string())?;
+    let dst = c.dev.alloc(size, true).map_err(|e| e.to_string())?;
+    let dev = c.dev.alloc(size, false).map_err(|e| e.to_string())?;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut chunk = vec![0u8; 1 << 24];
+    let mut want = 0u64;
+    for off in (0..size).step_by(chunk.len()) {
+        for w in chunk.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            w.copy_from_slice(&state.to_le_bytes());
+            want = want.wrapping_mul(31).wrapping_add(state);
+        }
+        c.dev.write_host(&src, off, &chunk).map_err(|e| e.to_string())?;
+    }
+    c.run(vec![
+        NvCommand::Copy { src: src.va, dst: dev.va, len: size },
+        NvCommand::Copy { src: dev.va, dst: dst.va, len: size },
+    ])
+    .map_err(|e| e.to_string())?;
+    let mut got = 0u64;
+    for off in (0..size).step_by(chunk.len()) {
+        c.dev.read_host(&dst, off, &mut chunk).map_err(|e| e.to_string())?;
+        for w in chunk.chunks_exact(8) {
+            got = got.wrapping_mul(31).wrapping_add(u64::from_le_bytes(w.try_into().unwrap()));
+        }
+    }
+    for b in [src, dst, dev] {
+        c.dev.free(b);
+    }
+    if got == want {
+        Ok(format!("1 GiB host→device→host checksum {want:016x} matches"))
+    } else {
+        Err(format!("checksum {got:016x}, expected {want:016x}"))
+    }
+}
+
+fn ten_thousand_launches(c: &mut Ctx) -> Result<String, String> {
+    let counter = c.dev.alloc(4096, true).map_err(|e| e.to_string())?;
+    c.dev.write_host(&counter, 0, &0u32.to_le_bytes()).map_err(|e| e.to_string())?;
+    let fence = c.dev.create_signal().map_err(|e| e.to_string())?;
+    for i in 1..=10_000u64 {
+        let launch = c.launch("bump", 1, 1, 0, &[counter.va]);
+        c.dev
+            .submit(&[launch, NvCommand::Signal { slot: fence, value: i }])
+            .map_err(|e| e.to_string())?;
+    }
+    c.dev.wait_signal(fence, 10_000, Instant::now() + TIMEOUT).map_err(|e| e.to_string())?;
+    let mut out = [0u8; 4];
+    c.dev.read_host(&counter, 0, &mut out).map_err(|e| e.to_string())?;
+    c.dev.destroy_signal(fence);
+    c.dev.free(counter);
+    let n = u32::from_le_bytes(out);
+    if n == 10_000 {
+        Ok("10,000 launches, each fenced; counter = 10000".into())
+    } else {
+        Err(format!("counter = {n}, expected 10000"))
+    }
+}
+
+fn copy_overlaps_compute(c: &mut Ctx) -> Result<String, String> {
+    // The kernel spins until the CPU sets `flag`; the CPU sets it only after the copy (on the
+    // copy channel, submitted separately) has signalled. Without overlap this cannot finish.
+    let flags = c.dev.alloc(4096, true).map_err(|e| e.to_string())?;
+    c.dev.write_host(&flags, 0, &[0u8; 8]).map_err(|e| e.to_string())?;
+    let src = c.dev.alloc(64 << 20, false).map_err(|e| e.to_string())?;
+    let dst = c.dev.alloc(64 << 20, false).map_err(|e| e.to_string())?;
+    let kernel_done = c.dev.create_signal().map_err(|e| e.to_string())?;
+    let copy_done = c.dev.create_signal().map_err(|e| e.to_string())?;
+    let launch = c.launch("wait_flag", 1, 1, 0, &[flags.va, flags.va + 4]);
+    c.dev
+        .submit(&[launch, NvCommand::Signal { slot: kernel_done, value: 1 }])
+        .map_err(|e| e.to_string())?;
+    c.dev
+        .submit_concurrent(&[
+            NvCommand::Copy { src: src.va, dst: dst.va, len: 64 << 20 },
+            NvCommand::Signal { slot: copy_done, value: 1 },
+        ])
+        .map_err(|e| e.to_string())?;
+    let copy_result = c.dev.wait_signal(copy_done, 1, Instant::now() + Duration::from_secs(10));
+    let still_running = c.dev.signal_value(kernel_done) == 0;
+    c.dev.write_host(&flags, 0, &1u32.to_le_bytes()).map_err(|e| e.to_string())?;
+    c.dev.wait_signal(kernel_done, 1, Instant::now() + TIMEOUT).map_err(|e| e.to_string())?;
+    copy_result.map_err(|e| format!("copy did not finish while the kernel ran: {e}"))?;
+    for b in [flags, src, dst] {
+        c.dev.free(b);
+    }
+    if still_running {
+        Ok("64 MiB copy completed while a kernel was running".into())
+    } else {
+        Err("the kernel finished before the flag was set (test is broken)".into())
+    }
+}
+
+fn fence_timeout(c: &mut Ctx) -> Result<String, String> {
+    let never = c.dev.create_signal().map_err(|e| e.to_string())?;
+    let result = c.dev.wait_signal(never, 1, Instant::now() + Duration::from_millis(200));
+    c.dev.destroy_signal(never);
+    match result {
+        Err(NvError::Timeout { wanted: 1, last_seen: 0, .. }) => {
+            Ok(format!("reported: {}", result.unwrap_err()))
+        }
+        other => Err(format!("expected a timeout, got {other:?}")),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let gpu = flag("--gpu").unwrap_or(0) as u32;
+    if !std::path::Path::new("/dev/nvidiactl").exists() {
+        println!("SKIP: no NVIDIA kernel driver (/dev/nvidiactl absent); the GPU suite needs an NVIDIA GPU with nvidia.ko");
+        return;
+    }
+    if args.iter().any(|a| a == "--bench") {
+        match egpu_nv::bench::run(gpu, flag("--bytes").unwrap_or(256 << 20)) {
+            Ok(report) => println!("{report}"),
+            Err(e) => {
+                eprintln!("bench failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    let setup = || -> Result<Ctx, NvError> {
+        let mut dev = NvDevice::open(gpu)?;
+        let nvrtc = Nvrtc::load()?;
+        let cubin = nvrtc.compile_for_sm(KERNELS, "nv_suite.cu", dev.arch().sm(), &[])?;
+        let program = dev.load_program(&cubin)?;
+        let sig = dev.create_signal()?;
+        println!(
+            "device nv:{gpu}: {:?} sm_{}, {} SMs, driver {}",
+            dev.arch(),
+            dev.arch().sm(),
+            dev.sm_count(),
+            dev.driver_version()
+        );
+        Ok(Ctx { dev, program, sig, value: 0 })
+    };
+    let mut ctx = match setup() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("FAIL setup: {e}");
+            std::process::exit(1);
+        }
+    };
+    let checks: [(&str, Check); 6] = [
+        ("vector_add", vector_add),
+        ("shared_memory_reduction", reduction),
+        ("round_trip_1gib", round_trip_1gib),
+        ("ten_thousand_launches", ten_thousand_launches),
+        ("copy_overlaps_compute", copy_overlaps_compute),
+        ("fence_timeout", fence_timeout),
+    ];
+    let mut failed = 0;
+    for (name, check) in checks {
+        let t0 = Instant::now();
+        match check(&mut ctx) {
+            Ok(msg) => println!("PASS {name} ({:.2?}): {msg}", t0.elapsed()),
+            Err(msg) => {
+                failed += 1;
+                println!("FAIL {name} ({:.2?}): {msg}", t0.elapsed());
+            }
+        }
+    }
+    println!("{} passed, {failed} failed", checks.len() - failed);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,13 @@
+//! Fuzz the cubin parser and image loader: any input must give Ok or a typed error, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(cubin) = egpu_nv::cubin::Cubin::parse(data) {
+        for kernel in &cubin.kernels {
+            let _ = egpu_nv::launch::max_threads_for(kernel);
+        }
+    }
+    let _ = egpu_nv::cubin::load_image(data, 0x10_0000_0000);
+});

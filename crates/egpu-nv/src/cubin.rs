@@ -1,0 +1,487 @@
+//! CUBIN (NVIDIA ELF) parser: kernels, `.nv.info` attributes, constant bank 0, and a loadable
+//! image with relocations applied.
+//!
+//! Facts: reference nv-driver.md §2.5 (section names, EIATTR numbers, relocation types), checked
+//! against cubins NVRTC 12.9 makes for sm_80/86/89/90 (see tests/cubin_nvrtc.rs). Cubins are
+//! untrusted bytes: every read is bounds-checked and failures are typed [`CubinError`]s.
+
+use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
+use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, SectionIndex, SymbolIndex};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// `EM_CUDA`.
+pub const EM_CUDA: u16 = 190;
+/// `SHT_CUDA_INFO` (`.nv.info*`).
+pub const SHT_CUDA_INFO: u32 = 0x7000_0000;
+
+/// EIATTR attribute numbers used here (reference §2.5).
+pub mod eiattr {
+    /// `EIATTR_PARAM_CBANK` {u32 sym, u16 offset, u16 size}.
+    pub const PARAM_CBANK: u8 = 0x0A;
+    /// `EIATTR_MAX_THREADS` {u32 x, y, z} from `__launch_bounds__`.
+    pub const MAX_THREADS: u8 = 0x05;
+    /// `EIATTR_REQNTID` {u32 x, y, z}.
+    pub const REQNTID: u8 = 0x10;
+    /// `EIATTR_FRAME_SIZE` {u32 sym, u32 bytes}.
+    pub const FRAME_SIZE: u8 = 0x11;
+    /// `EIATTR_MIN_STACK_SIZE` {u32 sym, u32 bytes}.
+    pub const MIN_STACK_SIZE: u8 = 0x12;
+    /// `EIATTR_KPARAM_INFO` {u32 index, u16 ordinal, u16 offset, u32 flags(size in 31:18)}.
+    pub const KPARAM_INFO: u8 = 0x17;
+    /// `EIATTR_CBANK_PARAM_SIZE` (HVAL).
+    pub const CBANK_PARAM_SIZE: u8 = 0x19;
+    /// `EIATTR_MAXREG_COUNT` (HVAL).
+    pub const MAXREG_COUNT: u8 = 0x1B;
+    /// `EIATTR_MAX_STACK_SIZE` {u32 sym, u32 bytes}.
+    pub const MAX_STACK_SIZE: u8 = 0x23;
+    /// `EIATTR_REGCOUNT` {u32 sym, u32 regs}.
+    pub const REGCOUNT: u8 = 0x2F;
+}
+
+/// Why a cubin was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CubinError {
+    /// Not an ELF64 little-endian file, or a malformed one.
+    #[error("not a valid ELF64 cubin: {0}")]
+    Elf(String),
+    /// ELF, but not for the CUDA machine.
+    #[error("ELF machine is {0}, expected EM_CUDA (190)")]
+    NotCuda(u16),
+    /// A `.nv.info` record runs past its section.
+    #[error("{section}: record at offset {offset} runs past the section end ({size} bytes)")]
+    TruncatedInfo {
+        /// Section name.
+        section: String,
+        /// Offset of the record.
+        offset: usize,
+        /// Section size.
+        size: usize,
+    },
+    /// A `.nv.info` attribute payload is shorter than its attribute needs.
+    #[error("{section}: attribute 0x{attr:02x} payload is {got} bytes, expected at least {want}")]
+    ShortAttribute {
+        /// Section name.
+        section: String,
+        /// EIATTR number.
+        attr: u8,
+        /// Payload length.
+        got: usize,
+        /// Bytes needed.
+        want: usize,
+    },
+    /// Parameter info contradicts itself (overlap, beyond the parameter block).
+    #[error("kernel {kernel}: parameter {ordinal} at {offset}+{size} is outside the {param_bytes}-byte parameter block")]
+    BadParam {
+        /// Kernel name.
+        kernel: String,
+        /// Parameter ordinal.
+        ordinal: u16,
+        /// Offset.
+        offset: u32,
+        /// Size.
+        size: u32,
+        /// Parameter block size.
+        param_bytes: u32,
+    },
+    /// A relocation type the loader does not know.
+    #[error("relocation type {r_type} in section {section} is not supported (only R_CUDA_64 = 2, 0x38, 0x39)")]
+    UnsupportedRelocation {
+        /// Section being relocated.
+        section: String,
+        /// ELF relocation type.
+        r_type: u32,
+    },
+    /// A relocation points outside its section or at a symbol that is not loaded.
+    #[error("relocation at offset 0x{offset:x} in {section} is out of range or names an unloaded symbol")]
+    BadRelocation {
+        /// Section being relocated.
+        section: String,
+        /// Offset within the section.
+        offset: u64,
+    },
+}
+
+fn elf_err(e: object::Error) -> CubinError {
+    CubinError::Elf(e.to_string())
+}
+
+/// One kernel parameter, from `EIATTR_KPARAM_INFO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelParam {
+    /// Position in the kernel's signature.
+    pub ordinal: u16,
+    /// Byte offset from the start of the parameter block.
+    pub offset: u32,
+    /// Size in bytes.
+    pub size: u32,
+}
+
+/// One kernel (`.text.K`) and its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CubinKernel {
+    /// Symbol name (mangled unless `extern "C"`).
+    pub name: String,
+    /// Index of the `.text.K` section.
+    pub text_section: usize,
+    /// Code size in bytes.
+    pub code_bytes: u64,
+    /// Registers per thread (`EIATTR_REGCOUNT`).
+    pub registers: u32,
+    /// Parameters sorted by ordinal.
+    pub params: Vec<KernelParam>,
+    /// Offset of the parameters in constant bank 0 (`EIATTR_PARAM_CBANK`; 0x160 sm_8x, 0x210 sm_90).
+    pub param_base: u32,
+    /// Size of the parameter block in bytes.
+    pub param_bytes: u32,
+    /// Size of `.nv.constant0.K` (0 if absent).
+    pub constant0_bytes: u32,
+    /// Index of `.nv.constant0.K`, if present.
+    pub constant0_section: Option<usize>,
+    /// Size of `.nv.shared.K` (static shared memory, as the section states it).
+    pub shared_bytes: u32,
+    /// Per-thread local memory (stack/frame) in bytes.
+    pub local_bytes: u32,
+    /// `__launch_bounds__` / `reqntid` limit, if any.
+    pub max_threads: Option<[u32; 3]>,
+}
+
+/// A parsed cubin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cubin {
+    /// SM version from `e_flags` (80, 86, 89, 90, …).
+    pub sm: u32,
+    /// The kernels, in section order.
+    pub kernels: Vec<CubinKernel>,
+}
+
+/// One `.nv.info` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InfoRecord<'a> {
+    attr: u8,
+    /// Inline value for HVAL/BVAL records.
+    value: u16,
+    /// Payload for SVAL records.
+    payload: &'a [u8],
+}
+
+fn parse_info<'a>(section: &str, data: &'a [u8]) -> Result<Vec<InfoRecord<'a>>, CubinError> {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let header = data.get(at..at + 4).ok_or(CubinError::TruncatedInfo {
+            section: section.to_string(),
+            offset: at,
+            size: data.len(),
+        })?;
+        let (format, attr, value) =
+            (header[0], header[1], u16::from_le_bytes([header[2], header[3]]));
+        at += 4;
+        let payload: &[u8] = if format == 4 {
+            let end = at + value as usize;
+            let p = data.get(at..end).ok_or(CubinError::TruncatedInfo {
+                section: section.to_string(),
+                offset: at - 4,
+                size: data.len(),
+            })?;
+            at = end;
+            p
+        } else {
+            &[]
+        };
+        records.push(InfoRecord { attr, value, payload });
+    }
+    Ok(records)
+}
+
+fn u32_at(section: &str, attr: u8, p: &[u8], off: usize) -> Result<u32, CubinError> {
+    p.get(off..off + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or(
+        CubinError::ShortAttribute {
+            section: section.to_string(),
+            attr,
+            got: p.len(),
+            want: off + 4,
+        },
+    )
+}
+
+fn u16_at(section: &str, attr: u8, p: &[u8], off: usize) -> Result<u16, CubinError> {
+    p.get(off..off + 2).map(|b| u16::from_le_bytes([b[0], b[1]])).ok_or(
+        CubinError::ShortAttribute {
+            section: section.to_string(),
+            attr,
+            got: p.len(),
+            want: off + 2,
+        },
+    )
+}
+
+impl Cubin {
+    /// Parse a cubin.
+    pub fn parse(data: &[u8]) -> Result<Cubin, CubinError> {
+        let elf = ElfFile64::<object::Endianness>::parse(data).map_err(elf_err)?;
+        let endian = elf.endian();
+        let header = elf.elf_header();
+        let machine = header.e_machine(endian);
+        if machine != EM_CUDA {
+            return Err(CubinError::NotCuda(machine));
+        }
+        let sm = header.e_flags(endian) & 0xFF;
+
+        let symbol_name = |index: u32| -> Option<String> {
+            elf.symbol_by_index(SymbolIndex(index as usize))
+                .ok()
+                .and_then(|s| s.name().ok().map(str::to_string))
+        };
+
+        // Global .nv.info: per-kernel attributes keyed by symbol name.
+        let mut registers: BTreeMap<String, u32> = BTreeMap::new();
+        let mut local: BTreeMap<String, u32> = BTreeMap::new();
+        let mut sections_by_name: BTreeMap<String, (usize, u64, bool)> = BTreeMap::new();
+        for section in elf.sections() {
+            let name = section.name().map_err(elf_err)?.to_string();
+            let is_nobits = section.elf_section_header().sh_type(endian) == object::elf::SHT_NOBITS;
+            sections_by_name.insert(name.clone(), (section.index().0, section.size(), is_nobits));
+            if name == ".nv.info" {
+                let data = section.data().map_err(elf_err)?;
+                for record in parse_info(&name, data)? {
+                    match record.attr {
+                        eiattr::REGCOUNT => {
+                            let sym = u32_at(&name, record.attr, record.payload, 0)?;
+                            let regs = u32_at(&name, record.attr, record.payload, 4)?;
+                            if let Some(kernel) = symbol_name(sym) {
+                                registers.insert(kernel, regs);
+                            }
+                        }
+                        eiattr::MIN_STACK_SIZE | eiattr::FRAME_SIZE | eiattr::MAX_STACK_SIZE => {
+                            let sym = u32_at(&name, record.attr, record.payload, 0)?;
+                            let bytes = u32_at(&name, record.attr, record.payload, 4)?;
+                            if let Some(kernel) = symbol_name(sym) {
+                                let entry = local.entry(kernel).or_insert(0);
+                                *entry = (*entry).max(bytes);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+
+        let mut kernels = Vec::new();
+        for section in elf.sections() {
+            let name = section.name().map_err(elf_err)?;
+            let Some(kernel) = name.strip_prefix(".text.") else { continue };
+            let mut k = CubinKernel {
+                name: kernel.to_string(),
+                text_section: section.index().0,
+                code_bytes: section.size(),
+                registers: registers.get(kernel).copied().unwrap_or(0),
+                params: Vec::new(),
+                param_base: 0,
+                param_bytes: 0,
+                constant0_bytes: 0,
+                constant0_section: None,
+                shared_bytes: 0,
+                local_bytes: local.get(kernel).copied().unwrap_or(0),
+                max_threads: None,
+            };
+            if let Some(&(index, size, _)) =
+                sections_by_name.get(&format!(".nv.constant0.{kernel}"))
+            {
+                k.constant0_section = Some(index);
+                k.constant0_bytes = u32::try_from(size)
+                    .map_err(|_| CubinError::Elf("constant bank too large".into()))?;
+            }
+            if let Some(&(_, size, _)) = sections_by_name.get(&format!(".nv.shared.{kernel}")) {
+                k.shared_bytes = u32::try_from(size)
+                    .map_err(|_| CubinError::Elf("shared section too large".into()))?;
+            }
+            let info_name = format!(".nv.info.{kernel}");
+            if let Some(&(index, _, _)) = sections_by_name.get(&info_name) {
+                let info = elf.section_by_index(SectionIndex(index)).map_err(elf_err)?;
+                let data = info.data().map_err(elf_err)?;
+                for record in parse_info(&info_name, data)? {
+                    let p = record.payload;
+                    match record.attr {
+                        eiattr::PARAM_CBANK => {
+                            k.param_base = u32::from(u16_at(&info_name, record.attr, p, 4)?);
+                            k.param_bytes = u32::from(u16_at(&info_name, record.attr, p, 6)?);
+                        }
+                        eiattr::CBANK_PARAM_SIZE if k.param_bytes == 0 => {
+                            k.param_bytes = u32::from(record.value)
+                        }
+                        eiattr::KPARAM_INFO => {
+                            let ordinal = u16_at(&info_name, record.attr, p, 4)?;
+                            let offset = u32::from(u16_at(&info_name, record.attr, p, 6)?);
+                            let flags = u32_at(&info_name, record.attr, p, 8)?;
+                            k.params.push(KernelParam {
+                                ordinal,
+                                offset,
+                                size: (flags >> 18) & 0x3FFF,
+                            });
+                        }
+                        eiattr::MAX_THREADS | eiattr::REQNTID => {
+                            let dims = [
+                                u32_at(&info_name, record.attr, p, 0)?,
+                                u32_at(&info_name, record.attr, p, 4)?,
+                                u32_at(&info_name, record.attr, p, 8)?,
+                            ];
+                            k.max_threads = Some(dims);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            k.params.sort_by_key(|p| p.ordinal);
+            for p in &k.params {
+                if p.offset.checked_add(p.size).is_none_or(|end| end > k.param_bytes) {
+                    return Err(CubinError::BadParam {
+                        kernel: k.name.clone(),
+                        ordinal: p.ordinal,
+                        offset: p.offset,
+                        size: p.size,
+                        param_bytes: k.param_bytes,
+                    });
+                }
+            }
+            kernels.push(k);
+        }
+        Ok(Cubin { sm, kernels })
+    }
+
+    /// The kernel named `name`.
+    pub fn kernel(&self, name: &str) -> Option<&CubinKernel> {
+        self.kernels.iter().find(|k| k.name == name)
+    }
+}
+
+/// A cubin laid out for upload: every allocated PROGBITS section at a 128-byte aligned offset,
+/// relocations applied for the image's GPU address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedImage {
+    /// Bytes to copy to the GPU at `base`, with ≥4 KiB of zero slack after the last code
+    /// (instruction prefetch reads ahead, reference §2.5).
+    pub bytes: Vec<u8>,
+    /// GPU address the image was relocated for.
+    pub base: u64,
+    /// Offset in `bytes` of each loaded section, by ELF section index.
+    pub section_offsets: BTreeMap<usize, u64>,
+}
+
+/// Prefetch slack after the image.
+pub const IMAGE_SLACK: usize = 0x1000;
+
+/// Lay out and relocate a cubin for the GPU address `base`.
+pub fn load_image(data: &[u8], base: u64) -> Result<LoadedImage, CubinError> {
+    let elf = ElfFile64::<object::Endianness>::parse(data).map_err(elf_err)?;
+    let endian = elf.endian();
+    let mut bytes = Vec::new();
+    let mut section_offsets = BTreeMap::new();
+    for section in elf.sections() {
+        let sh = section.elf_section_header();
+        let alloc = sh.sh_flags(endian) & u64::from(object::elf::SHF_ALLOC) != 0;
+        if !alloc || sh.sh_type(endian) != object::elf::SHT_PROGBITS {
+            continue;
+        }
+        let offset = bytes.len().next_multiple_of(128);
+        bytes.resize(offset, 0);
+        bytes.extend_from_slice(section.data().map_err(elf_err)?);
+        section_offsets.insert(section.index().0, offset as u64);
+    }
+    bytes.resize(bytes.len() + IMAGE_SLACK, 0);
+
+    for section in elf.sections() {
+        let Some(&target) = section_offsets.get(&section.index().0) else { continue };
+        let section_name = section.name().unwrap_or("?").to_string();
+        for (offset, reloc) in section.relocations() {
+            let RelocationFlags::Elf { r_type } = reloc.flags() else {
+                return Err(CubinError::BadRelocation { section: section_name, offset });
+            };
+            let bad = || CubinError::BadRelocation { section: section_name.clone(), offset };
+            let object::RelocationTarget::Symbol(sym_index) = reloc.target() else {
+                return Err(bad());
+            };
+            let symbol = elf.symbol_by_index(sym_index).map_err(|_| bad())?;
+            let sym_section = symbol.section_index().ok_or_else(bad)?;
+            let sym_base = section_offsets.get(&sym_section.0).ok_or_else(bad)?;
+            let value = base
+                .wrapping_add(*sym_base)
+                .wrapping_add(symbol.address())
+                .wrapping_add(reloc.addend() as u64);
+            let at = usize::try_from(target + offset).map_err(|_| bad())?;
+            match r_type {
+                // R_CUDA_64: absolute 64-bit address.
+                2 => {
+                    bytes.get_mut(at..at + 8).ok_or_else(bad)?.copy_from_slice(&value.to_le_bytes())
+                }
+                // Low / high 32 bits into the upper word of a 64-bit instruction slot.
+                0x38 => bytes
+                    .get_mut(at + 4..at + 8)
+                    .ok_or_else(bad)?
+                    .copy_from_slice(&(value as u32).to_le_bytes()),
+                0x39 => bytes
+                    .get_mut(at + 4..at + 8)
+                    .ok_or_else(bad)?
+                    .copy_from_slice(&((value >> 32) as u32).to_le_bytes()),
+                other => {
+                    return Err(CubinError::UnsupportedRelocation {
+                        section: section_name,
+                        r_type: other,
+                    })
+                }
+            }
+        }
+    }
+    Ok(LoadedImage { bytes, base, section_offsets })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_records_parse_and_bounds_check() {
+        // HVAL CBANK_PARAM_SIZE = 0x20, then SVAL PARAM_CBANK {sym 3, off 0x210, size 0x20}.
+        let mut data = vec![3, eiattr::CBANK_PARAM_SIZE, 0x20, 0];
+        data.extend([4, eiattr::PARAM_CBANK, 8, 0, 3, 0, 0, 0, 0x10, 0x02, 0x20, 0]);
+        let records = parse_info(".nv.info.k", &data).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!((records[0].attr, records[0].value), (eiattr::CBANK_PARAM_SIZE, 0x20));
+        assert_eq!(u16_at("s", 0, records[1].payload, 4).unwrap(), 0x210);
+        // Payload claims 9 bytes, only 8 present.
+        let mut short = data.clone();
+        short[6] = 9;
+        assert!(matches!(
+            parse_info(".nv.info.k", &short),
+            Err(CubinError::TruncatedInfo { offset: 4, .. })
+        ));
+        // A dangling partial header.
+        assert!(matches!(
+            parse_info("s", &[1, 2, 3]),
+            Err(CubinError::TruncatedInfo { offset: 0, .. })
+        ));
+        assert!(matches!(
+            u32_at("s", 7, &[1, 2], 0),
+            Err(CubinError::ShortAttribute { attr: 7, want: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_non_elf_and_non_cuda() {
+        assert!(matches!(Cubin::parse(b"not an elf"), Err(CubinError::Elf(_))));
+        assert!(matches!(Cubin::parse(&[]), Err(CubinError::Elf(_))));
+        // A minimal ELF64 header for x86-64 (machine 62) with no sections.
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2; // ELFCLASS64
+        h[5] = 1; // little endian
+        h[6] = 1; // EV_CURRENT
+        h[16] = 1; // ET_REL
+        h[18] = 62;
+        h[20] = 1;
+        h[52] = 64; // e_ehsize
+        assert_eq!(Cubin::parse(&h), Err(CubinError::NotCuda(62)));
+        h[18] = 190;
+        assert_eq!(Cubin::parse(&h), Ok(Cubin { sm: 0, kernels: vec![] }));
+    }
+}

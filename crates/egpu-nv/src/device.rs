@@ -1,0 +1,954 @@
+//! An open NVIDIA GPU: RM objects, UVM-mapped memory, a compute and a copy GPFIFO channel,
+//! timeline signals and submission. Sequence: reference nv-driver.md §1.3/§1.4/§2.
+//!
+//! UNVERIFIED ON HARDWARE: written from the reference without a GPU; `examples/nv_suite.rs`
+//! is the first thing to run on an H100 (see bench/nv_gpu_suite.sh).
+
+use crate::arch::Arch;
+use crate::cubin::{load_image, Cubin, CubinKernel};
+use crate::launch::{build_cbuf0, build_qmd, QmdLaunch, LOCAL_WINDOW_BASE, SHARED_WINDOW_BASE};
+use crate::pushbuf::{compute, gpfifo_entry, host, subchannel, PushBuffer};
+use crate::rm::client::{RmClient, RmError};
+use crate::rm::structs::*;
+use crate::rm::{class, ctrl, flags, uvm};
+use crate::NvError;
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, Instant};
+
+/// Low VA window for CPU-visible buffers (GPU VA == CPU VA), reference §1.4.
+const LOW_WINDOW: u64 = 0x10_0000_0000;
+/// VA window for GPU-only buffers.
+const HIGH_WINDOW: u64 = 0x40_0000_0000;
+/// GPFIFO entries per channel.
+const GPFIFO_ENTRIES: u64 = 0x10000;
+/// Bytes of pushbuffer ring per channel.
+const PUSH_RING: u64 = 4 << 20;
+/// Bytes of kernel-argument (cbuf0 + QMD) ring.
+const KARGS_RING: u64 = 16 << 20;
+/// Signal slots (16 B each: value, timestamp).
+const SIGNAL_SLOTS: u64 = 4096;
+/// Internal waits (ring space, program upload).
+const INTERNAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A buffer on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NvBuffer {
+    /// RM memory handle.
+    pub handle: u32,
+    /// GPU virtual address.
+    pub va: u64,
+    /// Size in bytes (rounded to the page size).
+    pub size: u64,
+    /// CPU address when host-visible (equal to `va`).
+    pub host: bool,
+}
+
+/// A unit of work (the runtime's commands with addresses resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NvCommand {
+    /// Copy between GPU VAs on the copy engine.
+    Copy {
+        /// Source VA.
+        src: u64,
+        /// Destination VA.
+        dst: u64,
+        /// Bytes.
+        len: u64,
+    },
+    /// Launch a kernel of a loaded program.
+    Launch {
+        /// Program id from [`NvDevice::load_program`].
+        program: u64,
+        /// Kernel name.
+        kernel: String,
+        /// Grid.
+        grid: [u32; 3],
+        /// Block.
+        block: [u32; 3],
+        /// Dynamic shared memory bytes.
+        dynamic_shared_bytes: u32,
+        /// Argument block.
+        args: Vec<u8>,
+    },
+    /// Release a signal slot with a value.
+    Signal {
+        /// Slot.
+        slot: u32,
+        /// Value.
+        value: u64,
+    },
+    /// Hold the channel until the slot is ≥ value.
+    Wait {
+        /// Slot.
+        slot: u32,
+        /// Value.
+        value: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Ring {
+    va: u64,
+    size: u64,
+    head: u64,
+    // (monotonic start, channel sequence that must complete before reuse)
+    inflight: VecDeque<(u64, u64)>,
+}
+
+impl Ring {
+    /// Reserve `len` bytes aligned to `align`; returns (VA, sequence to wait for first).
+    fn reserve(&mut self, len: u64, align: u64, seq: u64) -> Option<(u64, u64)> {
+        if len > self.size {
+            return None;
+        }
+        let mut start = self.head.next_multiple_of(align);
+        if start % self.size + len > self.size {
+            start = start.next_multiple_of(self.size);
+        }
+        let end = start + len;
+        let mut wait = 0;
+        while let Some(&(s, q)) = self.inflight.front() {
+            if s + self.size < end {
+                wait = wait.max(q);
+                self.inflight.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.inflight.push_back((start, seq));
+        self.head = end;
+        Some((self.va + start % self.size, wait))
+    }
+}
+
+#[derive(Debug)]
+struct Channel {
+    token: u32,
+    ring_va: u64,
+    userd_va: u64,
+    put: u64,
+    seq: u64,
+    progress_slot: u32,
+    push: Ring,
+}
+
+#[derive(Debug)]
+struct Program {
+    image: NvBuffer,
+    cubin: Cubin,
+    bytes: Vec<u8>,
+    section_offsets: BTreeMap<usize, u64>,
+}
+
+/// An open NVIDIA GPU.
+#[derive(Debug)]
+pub struct NvDevice {
+    client: RmClient,
+    minor: u32,
+    gpu_fd: File,
+    h_device: u32,
+    arch: Arch,
+    uuid: [u8; 16],
+    usermode: *mut u8,
+    low_next: u64,
+    high_next: u64,
+    next_handle: u32,
+    signals: NvBuffer,
+    free_slots: Vec<u32>,
+    order_slot: u32,
+    order_value: u64,
+    last_channel: Option<usize>,
+    channels: Vec<Channel>,
+    kargs: Ring,
+    programs: BTreeMap<u64, Program>,
+    next_program: u64,
+    sm_count: u32,
+}
+
+// SAFETY: the raw pointers point into mappings owned by this device; all access goes through
+// `&mut self` or volatile reads of GPU-written memory.
+unsafe impl Send for NvDevice {}
+
+const COMPUTE: usize = 0;
+const COPY: usize = 1;
+
+impl NvDevice {
+    /// Open `nv:<index>` and bring up channels (reference §1.3 steps 1–22).
+    pub fn open(index: u32) -> Result<NvDevice, NvError> {
+        let mut client = RmClient::open()?;
+        let cards = client.card_info()?;
+        let card =
+            *cards.get(index as usize).ok_or(NvError::NoSuchGpu { index, found: cards.len() })?;
+        client.init_uvm()?;
+        let gpu_fd = client.open_gpu_fd(card.minor_number)?;
+        let instance = client.device_instance(card.gpu_id)?;
+        let h_client = client.h_client();
+        let mut dev = NV0080_ALLOC_PARAMETERS {
+            deviceId: instance,
+            hClientShare: h_client,
+            ..Default::default()
+        };
+        let h_device = client.alloc(h_client, 0, class::NV01_DEVICE_0, Some(&mut dev))?;
+        let mut sub = NV2080_ALLOC_PARAMETERS::default();
+        let h_subdevice = client.alloc(h_device, 0, class::NV20_SUBDEVICE_0, Some(&mut sub))?;
+
+        let gr = gr_info(&client, h_subdevice)?;
+        let arch =
+            Arch::from_sm_version(gr[0]).ok_or(NvError::UnsupportedGpu { sm_version: gr[0] })?;
+        let classes = class_list(&client, h_device)?;
+        let pick = |want: &[u32], what: &'static str| {
+            want.iter().copied().find(|c| classes.contains(c)).ok_or(NvError::MissingClass { what })
+        };
+        let usermode_class = pick(arch.usermode_classes(), "usermode")?;
+        let gpfifo_class = pick(arch.gpfifo_classes(), "GPFIFO channel")?;
+        let compute_class = pick(&[arch.compute_class()], "compute")?;
+        let copy_class = pick(&[arch.copy_class()], "copy engine")?;
+
+        let h_usermode = client.alloc(h_subdevice, 0, usermode_class, None::<&mut ()>)?;
+        let usermode =
+            client.map_to_cpu(card.minor_number, h_device, h_usermode, 0x10000, None, 2)?;
+
+        let mut va = NV_VASPACE_ALLOCATION_PARAMETERS {
+            vaBase: flags::VASPACE_BASE,
+            vaSize: flags::VASPACE_SIZE,
+            flags: flags::VASPACE_FLAGS_UVM_OWNED,
+            ..Default::default()
+        };
+        let h_vaspace = client.alloc(h_device, 0, class::FERMI_VASPACE_A, Some(&mut va))?;
+
+        let mut gid = NV2080_CTRL_GPU_GET_GID_INFO_PARAMS {
+            flags: flags::GID_FLAGS_FORMAT_BINARY,
+            length: 16,
+            ..Default::default()
+        };
+        client.control(
+            h_subdevice,
+            ctrl::NV2080_CTRL_CMD_GPU_GET_GID_INFO,
+            &mut gid,
+            "NV2080_CTRL_CMD_GPU_GET_GID_INFO",
+        )?;
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&gid.data[..16]);
+        let mut reg =
+            UVM_REGISTER_GPU_PARAMS { gpu_uuid: uuid, rmCtrlFd: -1, ..Default::default() };
+        client.uvm(uvm::UVM_REGISTER_GPU, &mut reg, "UVM_REGISTER_GPU", |p| p.rmStatus)?;
+        let mut regva = UVM_REGISTER_GPU_VASPACE_PARAMS {
+            gpuUuid: uuid,
+            rmCtrlFd: client.ctl().as_raw_fd(),
+            hClient: h_client,
+            hVaSpace: h_vaspace,
+            rmStatus: 0,
+        };
+        client.uvm(uvm::UVM_REGISTER_GPU_VASPACE, &mut regva, "UVM_REGISTER_GPU_VASPACE", |p| {
+            p.rmStatus
+        })?;
+
+        let mut device = NvDevice {
+            client,
+            minor: card.minor_number,
+            gpu_fd,
+            h_device,
+            arch,
+            uuid,
+            usermode,
+            low_next: LOW_WINDOW,
+            high_next: HIGH_WINDOW,
+            next_handle: 0x1001,
+            signals: NvBuffer { handle: 0, va: 0, size: 0, host: true },
+            free_slots: Vec::new(),
+            order_slot: 0,
+            order_value: 0,
+            last_channel: None,
+            channels: Vec::new(),
+            kargs: Ring { va: 0, size: KARGS_RING, head: 0, inflight: VecDeque::new() },
+            programs: BTreeMap::new(),
+            next_program: 1,
+            sm_count: gr[1] * gr[2] * gr[3],
+        };
+        device.signals = device.alloc(SIGNAL_SLOTS * 16, true)?;
+        device.free_slots = (0..SIGNAL_SLOTS as u32).rev().collect();
+        device.order_slot = device.create_signal()?;
+        device.kargs.va = device.alloc(KARGS_RING, true)?.va;
+
+        let mut tsg = NV_CHANNEL_GROUP_ALLOCATION_PARAMETERS {
+            engineType: flags::NV2080_ENGINE_TYPE_GRAPHICS,
+            ..Default::default()
+        };
+        let h_tsg =
+            device.client.alloc(h_device, 0, class::KEPLER_CHANNEL_GROUP_A, Some(&mut tsg))?;
+        let mut share = NV_CTXSHARE_ALLOCATION_PARAMETERS {
+            hVASpace: h_vaspace,
+            flags: flags::CTXSHARE_SUBCONTEXT_ASYNC,
+            subctxId: 0,
+        };
+        let h_ctxshare =
+            device.client.alloc(h_tsg, 0, class::FERMI_CONTEXT_SHARE_A, Some(&mut share))?;
+        let gpfifo = device.alloc_vram(0x20_0000, true, true)?;
+        let notifier = device.alloc_notifier(48 << 20)?;
+        for (i, engine_class) in [compute_class, copy_class].into_iter().enumerate() {
+            let ring_off = i as u64 * 0x10_0000;
+            let mut p = NV_CHANNEL_ALLOC_PARAMS {
+                hObjectError: notifier,
+                hObjectBuffer: gpfifo.handle,
+                gpFifoOffset: gpfifo.va + ring_off,
+                gpFifoEntries: GPFIFO_ENTRIES as u32,
+                hContextShare: h_ctxshare,
+                ..Default::default()
+            };
+            p.hUserdMemory[0] = gpfifo.handle;
+            p.userdOffset[0] = ring_off + GPFIFO_ENTRIES * 8;
+            let h_channel = device.client.alloc(h_tsg, 0, gpfifo_class, Some(&mut p))?;
+            device.client.alloc(h_channel, 0, engine_class, None::<&mut ()>)?;
+            let mut token =
+                NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS { workSubmitToken: u32::MAX };
+            device.client.control(
+                h_channel,
+                ctrl::NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN,
+                &mut token,
+                "NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN",
+            )?;
+            let uvm_base = device.reserve_va(0x400_0000, true);
+            let mut rc = UVM_REGISTER_CHANNEL_PARAMS {
+                gpuUuid: uuid,
+                rmCtrlFd: device.client.ctl().as_raw_fd(),
+                hClient: h_client,
+                hChannel: h_channel,
+                base: uvm_base,
+                length: 0x400_0000,
+                ..Default::default()
+            };
+            device
+                .client
+                .uvm(uvm::UVM_REGISTER_CHANNEL, &mut rc, "UVM_REGISTER_CHANNEL", |p| p.rmStatus)?;
+            let push_va = device.alloc(PUSH_RING, true)?.va;
+            let progress_slot = device.create_signal()?;
+            device.channels.push(Channel {
+                token: token.workSubmitToken,
+                ring_va: gpfifo.va + ring_off,
+                userd_va: gpfifo.va + ring_off + GPFIFO_ENTRIES * 8,
+                put: 0,
+                seq: 0,
+                progress_slot,
+                push: Ring { va: push_va, size: PUSH_RING, head: 0, inflight: VecDeque::new() },
+            });
+        }
+        let schedule = NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS_V580 { bEnable: 1, ..Default::default() };
+        let size = device.client.branch().gpfifo_schedule_size() as u32;
+        device.client.control_sized(
+            h_tsg,
+            ctrl::NVA06C_CTRL_CMD_GPFIFO_SCHEDULE,
+            &schedule as *const _ as u64,
+            size,
+            "NVA06C_CTRL_CMD_GPFIFO_SCHEDULE",
+        )?;
+
+        let mut init = [PushBuffer::new(), PushBuffer::new()];
+        init[COMPUTE]
+            .set_object(subchannel::COMPUTE, compute_class)?
+            .inc(
+                subchannel::COMPUTE,
+                compute::SET_SHADER_LOCAL_MEMORY_WINDOW_A,
+                &[(LOCAL_WINDOW_BASE >> 32) as u32, LOCAL_WINDOW_BASE as u32],
+            )?
+            .inc(
+                subchannel::COMPUTE,
+                compute::SET_SHADER_SHARED_MEMORY_WINDOW_A,
+                &[(SHARED_WINDOW_BASE >> 32) as u32, SHARED_WINDOW_BASE as u32],
+            )?;
+        init[COPY].set_object(subchannel::COPY, copy_class)?;
+        device.flush(init)?;
+        device.wait_idle(Instant::now() + INTERNAL_TIMEOUT)?;
+        Ok(device)
+    }
+
+    /// Architecture family.
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// Number of SMs (GPCs × TPCs per GPC × SMs per TPC, litter values).
+    pub fn sm_count(&self) -> u32 {
+        self.sm_count
+    }
+
+    /// The GPU's UUID.
+    pub fn uuid(&self) -> [u8; 16] {
+        self.uuid
+    }
+
+    /// Driver version.
+    pub fn driver_version(&self) -> crate::rm::DriverVersion {
+        self.client.version()
+    }
+
+    fn reserve_va(&mut self, size: u64, low: bool) -> u64 {
+        let align = if size >= 8 << 20 { 2 << 20 } else { 0x1000 };
+        let next = if low { &mut self.low_next } else { &mut self.high_next };
+        let va = next.next_multiple_of(align);
+        *next = va + size.next_multiple_of(align);
+        va
+    }
+
+    fn uvm_map(&self, va: u64, size: u64, handle: u32) -> Result<(), NvError> {
+        let mut range =
+            UVM_CREATE_EXTERNAL_RANGE_PARAMS { base: va, length: size, ..Default::default() };
+        self.client.uvm(
+            uvm::UVM_CREATE_EXTERNAL_RANGE,
+            &mut range,
+            "UVM_CREATE_EXTERNAL_RANGE",
+            |p| p.rmStatus,
+        )?;
+        let mut map = Box::new(UVM_MAP_EXTERNAL_ALLOCATION_PARAMS {
+            base: va,
+            length: size,
+            gpuAttributesCount: 1,
+            rmCtrlFd: self.client.ctl().as_raw_fd(),
+            hClient: self.client.h_client(),
+            hMemory: handle,
+            ..Default::default()
+        });
+        map.perGpuAttributes[0].gpuUuid = self.uuid;
+        map.perGpuAttributes[0].gpuMappingType = flags::UVM_MAPPING_READ_WRITE_ATOMIC;
+        self.client.uvm(
+            uvm::UVM_MAP_EXTERNAL_ALLOCATION,
+            &mut *map,
+            "UVM_MAP_EXTERNAL_ALLOCATION",
+            |p| p.rmStatus,
+        )?;
+        Ok(())
+    }
+
+    fn alloc_vram(
+        &mut self,
+        size: u64,
+        cpu_visible: bool,
+        contiguous: bool,
+    ) -> Result<NvBuffer, NvError> {
+        let huge = size >= 8 << 20;
+        let page = if huge { 2 << 20 } else { 0x1000 };
+        let size = size.next_multiple_of(page);
+        let mut p = NV_MEMORY_ALLOCATION_PARAMS {
+            owner: self.client.h_client(),
+            r#type: flags::NVOS32_TYPE_IMAGE,
+            flags: flags::VIDMEM_ALLOC_FLAGS,
+            attr: if contiguous {
+                flags::ATTR_PHYSICALITY_CONTIGUOUS
+            } else {
+                flags::ATTR_PHYSICALITY_NONCONTIGUOUS
+            } | if huge { flags::ATTR_PAGE_SIZE_HUGE } else { 0 },
+            attr2: flags::ATTR2_VIDMEM | if huge { flags::ATTR2_PAGE_SIZE_HUGE_2MB } else { 0 },
+            format: flags::MEMORY_FORMAT_PITCH,
+            size,
+            alignment: page,
+            limit: size - 1,
+            ..Default::default()
+        };
+        let handle =
+            self.client.alloc(self.h_device, 0, class::NV01_MEMORY_LOCAL_USER, Some(&mut p))?;
+        let va = self.reserve_va(size, cpu_visible);
+        if cpu_visible {
+            self.client.map_to_cpu(self.minor, self.h_device, handle, size, Some(va), 0)?;
+        }
+        self.uvm_map(va, size, handle)?;
+        Ok(NvBuffer { handle, va, size, host: cpu_visible })
+    }
+
+    fn alloc_notifier(&mut self, size: u64) -> Result<u32, NvError> {
+        let mut p = NV_MEMORY_ALLOCATION_PARAMS {
+            owner: self.client.h_client(),
+            r#type: flags::NVOS32_TYPE_NOTIFIER,
+            flags: flags::SYSMEM_ALLOC_FLAGS,
+            attr: flags::ATTR_PHYSICALITY_NONCONTIGUOUS | flags::ATTR_LOCATION_PCI,
+            attr2: flags::ATTR2_SYSMEM_UNCACHED,
+            format: flags::MEMORY_FORMAT_PITCH,
+            size,
+            alignment: 0x1000,
+            limit: size - 1,
+            ..Default::default()
+        };
+        let handle =
+            self.client.alloc(self.h_device, 0, class::NV01_MEMORY_SYSTEM, Some(&mut p))?;
+        let va = self.reserve_va(size, false);
+        self.uvm_map(va, size, handle)?;
+        Ok(handle)
+    }
+
+    /// Allocate `size` bytes: device memory (VRAM, GPU-only) or host-visible pinned memory.
+    pub fn alloc(&mut self, size: u64, host_visible: bool) -> Result<NvBuffer, NvError> {
+        if !host_visible {
+            return self.alloc_vram(size, false, false);
+        }
+        let size = size.next_multiple_of(0x1000);
+        let va = self.reserve_va(size, true);
+        // SAFETY: anonymous shared memory at a VA from our own reserved window (nothing else is
+        // mapped there by us); GPU VA == CPU VA for host-visible buffers.
+        let ptr = unsafe {
+            libc::mmap(
+                va as *mut libc::c_void,
+                size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(RmError::Mmap {
+                call: "host buffer".into(),
+                source: std::io::Error::last_os_error(),
+            }
+            .into());
+        }
+        let handle = self.next_handle;
+        self.next_handle += 1;
+        self.client.alloc_os_descriptor(&self.gpu_fd, self.h_device, handle, va, size)?;
+        self.uvm_map(va, size, handle)?;
+        Ok(NvBuffer { handle, va, size, host: true })
+    }
+
+    /// Free a buffer.
+    pub fn free(&mut self, buffer: NvBuffer) {
+        let mut p = UVM_FREE_PARAMS { base: buffer.va, length: buffer.size, ..Default::default() };
+        let _ = self.client.uvm(uvm::UVM_FREE, &mut p, "UVM_FREE", |p| p.rmStatus);
+        let _ = self.client.free(self.h_device, buffer.handle);
+        if buffer.host {
+            // SAFETY: unmapping exactly the range this buffer mapped.
+            unsafe { libc::munmap(buffer.va as *mut libc::c_void, buffer.size as usize) };
+        }
+    }
+
+    /// Write into a host-visible buffer.
+    pub fn write_host(
+        &mut self,
+        buffer: &NvBuffer,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), NvError> {
+        check_host_range(buffer, offset, data.len())?;
+        // SAFETY: range checked against the buffer's live CPU mapping at `va`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                (buffer.va + offset) as *mut u8,
+                data.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Read from a host-visible buffer.
+    pub fn read_host(&self, buffer: &NvBuffer, offset: u64, out: &mut [u8]) -> Result<(), NvError> {
+        check_host_range(buffer, offset, out.len())?;
+        // SAFETY: range checked against the buffer's live CPU mapping at `va`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (buffer.va + offset) as *const u8,
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Load a cubin for this GPU's SM; returns a program id.
+    pub fn load_program(&mut self, image: &[u8]) -> Result<u64, NvError> {
+        let cubin = Cubin::parse(image)?;
+        if cubin.sm != self.arch.sm() {
+            return Err(NvError::WrongSm { cubin: cubin.sm, device: self.arch.sm() });
+        }
+        let size = load_image(image, 0)?.bytes.len() as u64;
+        let buffer = self.alloc(size, false)?;
+        let loaded = load_image(image, buffer.va)?;
+        let staging = self.alloc(size, true)?;
+        self.write_host(&staging, 0, &loaded.bytes)?;
+        let done = self.create_signal()?;
+        let result = self
+            .submit(&[
+                NvCommand::Copy { src: staging.va, dst: buffer.va, len: size },
+                NvCommand::Signal { slot: done, value: 1 },
+            ])
+            .and_then(|_| self.wait_signal(done, 1, Instant::now() + INTERNAL_TIMEOUT));
+        self.destroy_signal(done);
+        self.free(staging);
+        result?;
+        let id = self.next_program;
+        self.next_program += 1;
+        self.programs.insert(
+            id,
+            Program {
+                image: buffer,
+                cubin,
+                bytes: loaded.bytes,
+                section_offsets: loaded.section_offsets,
+            },
+        );
+        Ok(id)
+    }
+
+    /// A kernel's metadata.
+    pub fn kernel(&self, program: u64, name: &str) -> Option<&CubinKernel> {
+        self.programs.get(&program)?.cubin.kernel(name)
+    }
+
+    /// Kernel names of a program.
+    pub fn kernel_names(&self, program: u64) -> Vec<String> {
+        self.programs
+            .get(&program)
+            .map(|p| p.cubin.kernels.iter().map(|k| k.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Unload a program.
+    pub fn unload_program(&mut self, program: u64) {
+        if let Some(p) = self.programs.remove(&program) {
+            self.free(p.image);
+        }
+    }
+
+    /// A fresh signal slot, value 0.
+    pub fn create_signal(&mut self) -> Result<u32, NvError> {
+        let slot = self.free_slots.pop().ok_or(NvError::OutOfSignals)?;
+        self.set_signal(slot, 0);
+        Ok(slot)
+    }
+
+    /// Return a slot.
+    pub fn destroy_signal(&mut self, slot: u32) {
+        self.free_slots.push(slot);
+    }
+
+    /// GPU address of a slot's value (timestamp at +8).
+    pub fn signal_address(&self, slot: u32) -> u64 {
+        self.signals.va + u64::from(slot) * 16
+    }
+
+    /// Current value.
+    pub fn signal_value(&self, slot: u32) -> u64 {
+        // SAFETY: the slot lies in the signal page, mapped for the device's lifetime; the GPU
+        // writes it, hence volatile.
+        unsafe { std::ptr::read_volatile(self.signal_address(slot) as *const u64) }
+    }
+
+    /// GPU timestamp (ns) written with the last release.
+    pub fn signal_timestamp(&self, slot: u32) -> u64 {
+        // SAFETY: as in `signal_value`.
+        unsafe { std::ptr::read_volatile((self.signal_address(slot) + 8) as *const u64) }
+    }
+
+    /// Set from the CPU.
+    pub fn set_signal(&mut self, slot: u32, value: u64) {
+        // SAFETY: as in `signal_value`.
+        unsafe { std::ptr::write_volatile(self.signal_address(slot) as *mut u64, value) };
+        fence(Ordering::SeqCst);
+    }
+
+    /// Wait until `slot` ≥ `value` or the deadline passes.
+    pub fn wait_signal(&self, slot: u32, value: u64, deadline: Instant) -> Result<(), NvError> {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            let seen = self.signal_value(slot);
+            if seen >= value {
+                return Ok(());
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(256) {
+                if Instant::now() >= deadline {
+                    return Err(NvError::Timeout {
+                        slot,
+                        wanted: value,
+                        last_seen: seen,
+                        waited: start.elapsed(),
+                    });
+                }
+                if start.elapsed() > Duration::from_millis(1) {
+                    std::thread::yield_now();
+                }
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn wait_idle(&self, deadline: Instant) -> Result<(), NvError> {
+        for ch in &self.channels {
+            self.wait_signal(ch.progress_slot, ch.seq, deadline)?;
+        }
+        Ok(())
+    }
+
+    /// Encode and submit commands. They run in order with each other and after everything
+    /// submitted before, across the compute and copy channels (a semaphore hand-off at every
+    /// channel change).
+    pub fn submit(&mut self, commands: &[NvCommand]) -> Result<(), NvError> {
+        self.submit_inner(commands, self.last_channel)
+    }
+
+    /// Like [`NvDevice::submit`], but not ordered after earlier submissions: lets a copy run
+    /// while a previously submitted kernel is still executing. Order with signals if needed.
+    pub fn submit_concurrent(&mut self, commands: &[NvCommand]) -> Result<(), NvError> {
+        self.submit_inner(commands, None)
+    }
+
+    fn submit_inner(
+        &mut self,
+        commands: &[NvCommand],
+        mut last: Option<usize>,
+    ) -> Result<(), NvError> {
+        let mut pbs = [PushBuffer::new(), PushBuffer::new()];
+        let order_addr = self.signal_address(self.order_slot);
+        for command in commands {
+            let ch = match command {
+                NvCommand::Copy { .. } => COPY,
+                NvCommand::Launch { .. } => COMPUTE,
+                _ => last.unwrap_or(COMPUTE),
+            };
+            if let Some(prev) = last.filter(|&p| p != ch) {
+                self.order_value += 1;
+                pbs[prev].semaphore_release(order_addr, self.order_value)?;
+                pbs[ch].semaphore_acquire(order_addr, self.order_value)?;
+            }
+            last = Some(ch);
+            match command {
+                NvCommand::Copy { src, dst, len } => {
+                    pbs[COPY].copy(*src, *dst, *len)?;
+                }
+                NvCommand::Signal { slot, value } => {
+                    pbs[ch].semaphore_release(self.signal_address(*slot), *value)?;
+                }
+                NvCommand::Wait { slot, value } => {
+                    pbs[ch].semaphore_acquire(self.signal_address(*slot), *value)?;
+                }
+                NvCommand::Launch { program, kernel, grid, block, dynamic_shared_bytes, args } => {
+                    let qmd_va = self.prepare_launch(
+                        *program,
+                        kernel,
+                        *grid,
+                        *block,
+                        *dynamic_shared_bytes,
+                        args,
+                    )?;
+                    pbs[COMPUTE].launch_qmd(qmd_va)?;
+                }
+            }
+        }
+        if last.is_some() {
+            self.last_channel = last;
+        }
+        self.flush(pbs)
+    }
+
+    fn prepare_launch(
+        &mut self,
+        program: u64,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        dynamic_shared_bytes: u32,
+        args: &[u8],
+    ) -> Result<u64, NvError> {
+        let arch = self.arch;
+        let p = self.programs.get(&program).ok_or(NvError::NoSuchProgram { program })?;
+        let k = p
+            .cubin
+            .kernel(name)
+            .ok_or_else(|| NvError::NoSuchKernel { name: name.to_string() })?
+            .clone();
+        if k.local_bytes > 0 {
+            return Err(NvError::LocalMemoryUnsupported {
+                kernel: k.name.clone(),
+                bytes: k.local_bytes,
+            });
+        }
+        let template = match k.constant0_section.and_then(|s| p.section_offsets.get(&s)) {
+            Some(&off) => {
+                p.bytes[off as usize..(off + u64::from(k.constant0_bytes)) as usize].to_vec()
+            }
+            None => Vec::new(),
+        };
+        let program_address =
+            p.image.va + p.section_offsets.get(&k.text_section).copied().unwrap_or(0);
+        let cb = build_cbuf0(arch, &k, &template, grid, block, args)?;
+        let qmd_off = (cb.len() as u64).next_multiple_of(256);
+        let total = qmd_off + arch.qmd_version().size_bytes() as u64;
+        let seq = self.channels[COMPUTE].seq + 1;
+        let (va, wait) = self
+            .kargs
+            .reserve(total, 256, seq)
+            .ok_or(NvError::OutOfSpace { what: "kernel arguments" })?;
+        self.wait_signal(
+            self.channels[COMPUTE].progress_slot,
+            wait,
+            Instant::now() + INTERNAL_TIMEOUT,
+        )?;
+        let qmd = build_qmd(
+            arch,
+            &k,
+            &QmdLaunch {
+                program_address,
+                cbuf0_address: va,
+                cbuf0_bytes: cb.len() as u32,
+                grid,
+                block,
+                dynamic_shared_bytes,
+                local_bytes_per_thread: 0,
+                release: None,
+            },
+        )?;
+        // SAFETY: [va, va + total) was just reserved in the kargs ring (host memory mapped for the
+        // device's lifetime) and the GPU finished with its previous use (waited above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(cb.as_ptr(), va as *mut u8, cb.len());
+            let q = qmd.to_bytes();
+            std::ptr::copy_nonoverlapping(q.as_ptr(), (va + qmd_off) as *mut u8, q.len());
+        }
+        Ok(va + qmd_off)
+    }
+
+    /// Put each non-empty pushbuffer on its channel: progress release, copy to the push ring,
+    /// GPFIFO entry, GPPut, doorbell (reference §2.1).
+    fn flush(&mut self, mut pbs: [PushBuffer; 2]) -> Result<(), NvError> {
+        for (i, pb) in pbs.iter_mut().enumerate() {
+            if pb.dwords().is_empty() {
+                continue;
+            }
+            let seq = self.channels[i].seq + 1;
+            let progress = self.signal_address(self.channels[i].progress_slot);
+            pb.semaphore_release(progress, seq)?;
+            let bytes = pb.dwords().len() as u64 * 4;
+            let (va, wait) = self.channels[i]
+                .push
+                .reserve(bytes, 256, seq)
+                .ok_or(NvError::OutOfSpace { what: "pushbuffer" })?;
+            self.wait_signal(
+                self.channels[i].progress_slot,
+                wait,
+                Instant::now() + INTERNAL_TIMEOUT,
+            )?;
+            let ch = &mut self.channels[i];
+            let entry = gpfifo_entry(va, pb.dwords().len(), true, false)?;
+            // The ring has GPFIFO_ENTRIES slots; keep one free so GPPut never meets GPGet.
+            let deadline = Instant::now() + INTERNAL_TIMEOUT;
+            loop {
+                // SAFETY: USERD lies in the CPU-mapped GPFIFO area owned by this device.
+                let get = unsafe {
+                    std::ptr::read_volatile((ch.userd_va + host::USERD_GP_GET as u64) as *const u32)
+                };
+                if (ch.put + 1) % GPFIFO_ENTRIES != u64::from(get) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(NvError::OutOfSpace { what: "GPFIFO ring (GPU not consuming)" });
+                }
+                std::hint::spin_loop();
+            }
+            // SAFETY: writes into this channel's push ring slot (reserved above), its GPFIFO ring
+            // entry and USERD GP_PUT, and the usermode doorbell — all mappings this device owns.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    pb.dwords().as_ptr(),
+                    va as *mut u32,
+                    pb.dwords().len(),
+                );
+                std::ptr::write_volatile(
+                    (ch.ring_va + (ch.put % GPFIFO_ENTRIES) * 8) as *mut u64,
+                    entry,
+                );
+                ch.put = (ch.put + 1) % GPFIFO_ENTRIES;
+                fence(Ordering::SeqCst);
+                std::ptr::write_volatile(
+                    (ch.userd_va + host::USERD_GP_PUT as u64) as *mut u32,
+                    ch.put as u32,
+                );
+                fence(Ordering::SeqCst);
+                std::ptr::write_volatile(
+                    self.usermode.add(host::USERMODE_NOTIFY_CHANNEL_PENDING) as *mut u32,
+                    ch.token,
+                );
+            }
+            ch.seq = seq;
+        }
+        Ok(())
+    }
+}
+
+fn check_host_range(buffer: &NvBuffer, offset: u64, len: usize) -> Result<(), NvError> {
+    if !buffer.host || offset.checked_add(len as u64).is_none_or(|end| end > buffer.size) {
+        return Err(NvError::BadRange { offset, len: len as u64, size: buffer.size });
+    }
+    Ok(())
+}
+
+/// GR info: [SM_VERSION, LITTER_NUM_GPCS, LITTER_NUM_TPC_PER_GPC, LITTER_NUM_SM_PER_TPC].
+fn gr_info(client: &RmClient, h_subdevice: u32) -> Result<[u32; 4], NvError> {
+    let mut entries = [
+        ctrl::NV2080_CTRL_GR_INFO_INDEX_SM_VERSION,
+        ctrl::NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_GPCS,
+        ctrl::NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_TPC_PER_GPC,
+        ctrl::NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_SM_PER_TPC,
+    ]
+    .map(|index| NV2080_CTRL_GR_INFO { index, data: 0 });
+    let mut p = NV2080_CTRL_GR_GET_INFO_PARAMS {
+        grInfoListSize: entries.len() as u32,
+        grInfoList: entries.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    client.control(
+        h_subdevice,
+        ctrl::NV2080_CTRL_CMD_GR_GET_INFO,
+        &mut p,
+        "NV2080_CTRL_CMD_GR_GET_INFO",
+    )?;
+    Ok(entries.map(|e| e.data))
+}
+
+/// The device's class list (two-call pointer form).
+fn class_list(client: &RmClient, h_device: u32) -> Result<Vec<u32>, NvError> {
+    let mut p = NV0080_CTRL_GPU_GET_CLASSLIST_PARAMS::default();
+    client.control(
+        h_device,
+        ctrl::NV0080_CTRL_CMD_GPU_GET_CLASSLIST,
+        &mut p,
+        "NV0080_CTRL_CMD_GPU_GET_CLASSLIST",
+    )?;
+    let mut list = vec![0u32; p.numClasses as usize];
+    p.classList = list.as_mut_ptr() as u64;
+    client.control(
+        h_device,
+        ctrl::NV0080_CTRL_CMD_GPU_GET_CLASSLIST,
+        &mut p,
+        "NV0080_CTRL_CMD_GPU_GET_CLASSLIST",
+    )?;
+    list.truncate(p.numClasses as usize);
+    Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_waits_only_for_space_it_reuses() {
+        let mut r = Ring { va: 0x1000_0000, size: 1024, head: 0, inflight: VecDeque::new() };
+        assert_eq!(r.reserve(512, 256, 1), Some((0x1000_0000, 0)));
+        assert_eq!(r.reserve(256, 256, 2), Some((0x1000_0200, 0)));
+        assert_eq!(r.reserve(256, 256, 3), Some((0x1000_0300, 0)));
+        // Wraps onto the first 512 bytes: must wait for sequence 1 only.
+        assert_eq!(r.reserve(256, 256, 4), Some((0x1000_0000, 1)));
+        // Bytes 256..768 were last used by sequences 1 and 2: wait for 2.
+        assert_eq!(r.reserve(512, 256, 5), Some((0x1000_0100, 2)));
+        // 768 bytes do not fit before the end: skip to the next lap, after sequences 3..=5.
+        assert_eq!(r.reserve(768, 256, 6), Some((0x1000_0000, 5)));
+        assert_eq!(r.reserve(2048, 256, 7), None);
+    }
+
+    #[test]
+    fn host_ranges_are_checked() {
+        let b = NvBuffer { handle: 1, va: 0x1000, size: 16, host: true };
+        assert!(check_host_range(&b, 0, 16).is_ok());
+        assert!(check_host_range(&b, 1, 16).is_err());
+        assert!(check_host_range(&NvBuffer { host: false, ..b }, 0, 1).is_err());
+    }
+}

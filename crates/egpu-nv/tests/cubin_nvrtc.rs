@@ -1,0 +1,180 @@
+//! Cubin parsing on real cubins made by NVRTC (PyPI wheel `nvidia-cuda-nvrtc-cu12`) for
+//! sm_80/86/89/90. Skips with a message when NVRTC is not installed.
+
+use egpu_nv::arch::Arch;
+use egpu_nv::cubin::{load_image, Cubin};
+use egpu_nv::launch::{build_cbuf0, build_qmd, QmdLaunch};
+use egpu_nv::nvrtc::Nvrtc;
+use egpu_nv::qmd::QmdField;
+
+const SOURCE: &str = r#"
+struct Pair { int a; double b; };
+extern "C" __global__ void vadd(const float* a, const float* b, float* c, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) c[i] = a[i] + b[i];
+}
+extern "C" __global__ void __launch_bounds__(128) reduce(const float* in, float* out, unsigned n) {
+    __shared__ float tile[256];
+    unsigned t = threadIdx.x;
+    unsigned i = blockIdx.x * blockDim.x + t;
+    tile[t] = i < n ? in[i] : 0.0f;
+    __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (t < s) tile[t] += tile[t + s];
+        __syncthreads();
+    }
+    if (t == 0) out[blockIdx.x] = tile[0];
+}
+extern "C" __global__ void mixed(char c, Pair p, short s, double* out) {
+    out[0] = c + p.a + p.b + s;
+}
+extern "C" __global__ void empty() {}
+"#;
+
+fn nvrtc() -> Option<Nvrtc> {
+    match Nvrtc::load() {
+        Ok(n) => Some(n),
+        Err(e) => {
+            let message =
+                format!("NVRTC not found ({e}); install the wheel nvidia-cuda-nvrtc-cu12 to run cubin tests");
+            // CI installs every oracle and sets EGPU_REQUIRE_ORACLES so that nothing skips there.
+            if std::env::var_os("EGPU_REQUIRE_ORACLES").is_some() {
+                panic!("{message} (EGPU_REQUIRE_ORACLES is set)");
+            }
+            eprintln!("SKIP: {message}");
+            None
+        }
+    }
+}
+
+fn compile(nvrtc: &Nvrtc, sm: u32) -> Vec<u8> {
+    nvrtc
+        .compile(SOURCE, "test.cu", &[format!("--gpu-architecture=sm_{sm}")])
+        .expect("NVRTC compiles the test source")
+}
+
+#[test]
+fn parses_kernels_params_and_resources_on_every_arch() {
+    let Some(nvrtc) = nvrtc() else { return };
+    for sm in [80, 86, 89, 90] {
+        let arch = Arch::from_sm(sm).unwrap();
+        let bytes = compile(&nvrtc, sm);
+        let cubin = Cubin::parse(&bytes).unwrap();
+        assert_eq!(cubin.sm, sm);
+        let mut names: Vec<&str> = cubin.kernels.iter().map(|k| k.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["empty", "mixed", "reduce", "vadd"], "sm_{sm}");
+
+        let vadd = cubin.kernel("vadd").unwrap();
+        let layout: Vec<(u32, u32)> = vadd.params.iter().map(|p| (p.offset, p.size)).collect();
+        assert_eq!(layout, [(0, 8), (8, 8), (16, 8), (24, 4)], "sm_{sm}");
+        assert_eq!(vadd.param_bytes, 28);
+        assert_eq!(vadd.param_base, arch.cbuf0_param_base(), "sm_{sm}");
+        assert_eq!(vadd.constant0_bytes, vadd.param_base + 28, "sm_{sm}");
+        assert!(vadd.registers > 0 && vadd.registers <= 255);
+        assert!(vadd.code_bytes > 0 && vadd.code_bytes.is_multiple_of(16));
+        assert_eq!(vadd.shared_bytes, 0);
+
+        // char@0 (1), Pair@8 (16, aligned 8), short@24 (2), double*@32 (8).
+        let mixed = cubin.kernel("mixed").unwrap();
+        let layout: Vec<(u32, u32)> = mixed.params.iter().map(|p| (p.offset, p.size)).collect();
+        assert_eq!(layout, [(0, 1), (8, 16), (24, 2), (32, 8)], "sm_{sm}");
+        assert_eq!(mixed.param_bytes, 40);
+
+        let reduce = cubin.kernel("reduce").unwrap();
+        assert_eq!(reduce.max_threads.map(|d| d[0]), Some(128), "sm_{sm}");
+        let reserved = if arch.shared_section_includes_reserved() { 0x400 } else { 0 };
+        assert_eq!(reduce.shared_bytes, 1024 + reserved, "sm_{sm}: 256 floats");
+
+        let empty = cubin.kernel("empty").unwrap();
+        assert!(empty.params.is_empty());
+        assert_eq!(empty.param_bytes, 0);
+    }
+}
+
+#[test]
+fn image_loads_and_builds_a_launch() {
+    let Some(nvrtc) = nvrtc() else { return };
+    let bytes = compile(&nvrtc, 90);
+    let cubin = Cubin::parse(&bytes).unwrap();
+    let image = load_image(&bytes, 0x10_0000_0000).unwrap();
+    let vadd = cubin.kernel("vadd").unwrap();
+    let text_off = image.section_offsets[&vadd.text_section];
+    assert_eq!(text_off % 128, 0);
+    assert!(image.bytes.len() as u64 >= text_off + vadd.code_bytes + 0x1000);
+    let template = vadd
+        .constant0_section
+        .and_then(|s| image.section_offsets.get(&s))
+        .map(|&o| image.bytes[o as usize..(o + u64::from(vadd.constant0_bytes)) as usize].to_vec())
+        .unwrap_or_default();
+    let args = [0u8; 28];
+    let cb = build_cbuf0(Arch::Hopper, vadd, &template, [4, 1, 1], [256, 1, 1], &args).unwrap();
+    assert_eq!(cb.len(), 0x210 + 32);
+    let q = build_qmd(
+        Arch::Hopper,
+        vadd,
+        &QmdLaunch {
+            program_address: image.base + text_off,
+            cbuf0_address: 0x10_0100_0000,
+            cbuf0_bytes: cb.len() as u32,
+            grid: [4, 1, 1],
+            block: [256, 1, 1],
+            dynamic_shared_bytes: 0,
+            local_bytes_per_thread: 0,
+            release: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(q.get(QmdField::ProgramAddressLower), (image.base + text_off) & 0xFFFF_FFFF);
+    assert_eq!(q.get(QmdField::RegisterCount), u64::from(vadd.registers));
+    // Launching reduce beyond its __launch_bounds__(128) is refused.
+    let reduce = cubin.kernel("reduce").unwrap();
+    assert!(egpu_nv::launch::check_geometry(reduce, [1, 1, 1], [256, 1, 1]).is_err());
+}
+
+#[test]
+fn cache_returns_identical_cubin_and_bad_source_reports_log() {
+    let Some(nvrtc) = nvrtc() else { return };
+    let dir = std::env::temp_dir().join(format!("egpu-nvrtc-test-{}", std::process::id()));
+    std::env::set_var(egpu_nv::nvrtc::CACHE_ENV, &dir);
+    let a = nvrtc.compile_for_sm(SOURCE, "t.cu", 89, &[]).unwrap();
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(files, 1);
+    let b = nvrtc.compile_for_sm(SOURCE, "t.cu", 89, &[]).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(Cubin::parse(&a).unwrap().sm, 89);
+    let err = nvrtc.compile(
+        "__global__ void k() { undefined_thing(); }",
+        "bad.cu",
+        &["--gpu-architecture=sm_90".into()],
+    );
+    match err {
+        Err(egpu_nv::nvrtc::NvrtcError::Compile { log, .. }) => {
+            assert!(log.contains("undefined_thing"), "{log}")
+        }
+        other => panic!("expected a compile error, got {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn damaged_cubins_give_errors_not_panics() {
+    let Some(nvrtc) = nvrtc() else { return };
+    let bytes = compile(&nvrtc, 90);
+    // Every truncation and a sweep of single-byte corruptions: parse and load must return.
+    for len in (0..bytes.len()).step_by(7) {
+        let _ = Cubin::parse(&bytes[..len]);
+        let _ = load_image(&bytes[..len], 0x10_0000_0000);
+    }
+    let mut damaged = bytes.clone();
+    for at in (0..bytes.len()).step_by(3) {
+        let keep = damaged[at];
+        for value in [0x00, 0xFF, keep ^ 0x80] {
+            damaged[at] = value;
+            let _ = Cubin::parse(&damaged);
+            let _ = load_image(&damaged, 0x10_0000_0000);
+        }
+        damaged[at] = keep;
+    }
+    assert!(Cubin::parse(&bytes[..bytes.len() / 2]).is_err());
+}

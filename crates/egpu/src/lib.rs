@@ -1,0 +1,21 @@
+//! egpu runtime: one vendor-blind API over every GPU egpu can drive.
+//!
+//! Open a device by name ([`Device::open`]: `nv:0`, later `usb:3-2`, `emu`), allocate
+//! [`Buffer`]s (device memory or host-visible staging), load a [`Program`] from bytes
+//! (cubin now, HSACO later), record work on a [`Queue`] (copies, [`Kernel`] launches,
+//! timeline [`Signal`] operations), submit it, or turn it into a [`Graph`] that replays
+//! the whole sequence with one call.
+//!
+//! Vendor drivers plug in below through the small [`backend::Backend`] trait, so the
+//! runtime's own logic (argument layout, staging, graph replay) tests without hardware.
+
+pub mod backend;
+mod device;
+mod error;
+mod name;
+mod nv;
+
+pub use backend::{DeviceProperties, KernelInfo, MemoryKind, ParamSlot, Vendor};
+pub use device::{Arg, Buffer, Device, Graph, Kernel, Program, Queue, Signal};
+pub use error::Error;
+pub use name::DeviceName;
