@@ -2,6 +2,7 @@
 //! machine): `cargo run --release -p egpu-llm --example kernels -- MODEL.gguf`.
 
 use egpu_llm::gguf::GgufFile;
+use egpu_llm::qdot::{self, QActivations};
 use egpu_llm::quant::RowKernel;
 
 /// Nanoseconds this thread has spent on a CPU (Linux schedstat).
@@ -28,6 +29,23 @@ fn main() {
             k.dot_rows(data, &x, &mut out);
         }
         let exact = macs / (cpu_ns() - t).max(1) as f64;
+        // Decode with quantized activations and integer dot products (what the CPU backend runs
+        // for Q4_0/Q4_1/Q8_0).
+        let int = if qdot::supports(k.ty()) {
+            let mut xq = QActivations::new();
+            // Repeat until 0.2 s of CPU time: schedstat's clock can be coarse on VMs.
+            let (t, mut reps) = (cpu_ns(), 0);
+            while cpu_ns() - t < 200_000_000 {
+                for _ in 0..n {
+                    xq.quantize(&x);
+                    qdot::dot_rows_q(k.ty(), data, k.row_bytes(), &xq, &mut out);
+                }
+                reps += 1;
+            }
+            format!("{:5.2}", macs * f64::from(reps) / (cpu_ns() - t).max(1) as f64)
+        } else {
+            "  -  ".to_owned()
+        };
         // Prefill: 64 tokens against every row.
         let tokens = 64;
         let xs: Vec<f32> = (0..tokens * k.row_len()).map(|i| (i as f32 * 0.11).cos()).collect();
@@ -40,7 +58,7 @@ fn main() {
         let prefill =
             (rows * k.row_len() * tokens * (n / 20)) as f64 / (cpu_ns() - t).max(1) as f64;
         println!(
-            "{:28} {:5} {rows:6}x{:<5} decode {exact:5.2} GMAC/s, prefill {prefill:5.2} GMAC/s",
+            "{:28} {:5} {rows:6}x{:<5} decode f32 {exact:5.2}, int {int} GMAC/s, prefill {prefill:5.2} GMAC/s",
             info.name,
             info.ggml_type.name(),
             k.row_len()

@@ -71,11 +71,19 @@ pub struct Rope {
 /// The op set a model runs on.
 pub trait Backend: Send + Sync {
     /// An activation buffer.
-    type Buffer;
+    type Buffer: Send + Sync;
     /// A weight matrix (`rows × cols`, rows of `cols` elements) in the backend's chosen form.
-    type Weight;
+    type Weight: Send + Sync;
     /// Per-layer key/value storage.
-    type KvCache;
+    type KvCache: Send;
+
+    /// Runs `f`, a sequence of calls to this backend's ops (one forward pass), in the backend's
+    /// execution context. The CPU backend runs it on one of its worker threads, so that each
+    /// parallel op inside hands work to the other workers directly instead of waking the
+    /// caller's thread after every op.
+    fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        f()
+    }
 
     /// Human-readable name, e.g. `cpu (2 threads)`.
     fn name(&self) -> String;

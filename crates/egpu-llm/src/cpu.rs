@@ -1,21 +1,33 @@
 //! The CPU reference backend: multi-threaded (rayon) matrix-vector products on the packed GGUF
 //! blocks, read straight from the memory-mapped file.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rayon::prelude::*;
 
 use crate::backend::{Backend, BackendError, Rope, RopeStyle};
 use crate::gguf::{GgufFile, TensorInfo};
+use crate::qdot::{self, QActivations};
 use crate::quant::{dot_f32, RowKernel};
 
 /// Output rows per parallel task: large enough to amortise scheduling, small enough to balance.
 const ROWS_PER_TASK: usize = 16;
 
+/// Tasks per thread of a matrix-vector product (the decode path), whose tasks are short, so
+/// that the dispatch cost counts: two per thread leaves some room to balance a thread that
+/// another process delays.
+const DECODE_TASKS_PER_THREAD: usize = 2;
+
+fn decode_rows_per_task(n_out: usize, threads: usize) -> usize {
+    n_out.div_ceil(threads * DECODE_TASKS_PER_THREAD).max(ROWS_PER_TASK)
+}
+
 /// The CPU backend.
 pub struct CpuBackend {
     pool: rayon::ThreadPool,
     threads: usize,
+    /// The quantized activation vector of the decode path, reused across calls.
+    xq: Mutex<QActivations>,
 }
 
 impl std::fmt::Debug for CpuBackend {
@@ -39,7 +51,7 @@ impl CpuBackend {
             .map_err(|e| {
                 BackendError::Device(format!("starting {threads} CPU worker threads: {e}"))
             })?;
-        Ok(Self { pool, threads })
+        Ok(Self { pool, threads, xq: Mutex::new(QActivations::new()) })
     }
 }
 
@@ -89,6 +101,10 @@ impl Backend for CpuBackend {
 
     fn name(&self) -> String {
         format!("cpu ({} threads)", self.threads)
+    }
+
+    fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
     }
 
     fn upload_weight(
@@ -225,10 +241,31 @@ impl Backend for CpuBackend {
         let kernel = w.kernel;
         let rb = kernel.row_bytes();
         let bytes = w.bytes();
-        if rows == 1 {
+        if rows == 1 && qdot::supports(kernel.ty()) {
+            // Decode: quantize the activations once, then integer dot products.
+            // The buffer is taken out rather than locked through the parallel section: a worker
+            // waiting in it may pick up another caller's forward pass, which must not block.
+            let mut xq =
+                std::mem::take(&mut *self.xq.lock().unwrap_or_else(PoisonError::into_inner));
+            xq.quantize(&x[..n_in]);
+            let xq_ref = &xq;
+            let ty = kernel.ty();
+            let per_task = decode_rows_per_task(n_out, self.threads);
             self.pool.install(|| {
-                out[..n_out].par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(chunk, o)| {
-                    let first = chunk * ROWS_PER_TASK;
+                out[..n_out].par_chunks_mut(per_task).enumerate().for_each(|(chunk, o)| {
+                    let first = chunk * per_task;
+                    let w = &bytes[first * rb..(first + o.len()) * rb];
+                    qdot::dot_rows_q(ty, w, rb, xq_ref, o);
+                });
+            });
+            *self.xq.lock().unwrap_or_else(PoisonError::into_inner) = xq;
+            return Ok(());
+        }
+        if rows == 1 {
+            let per_task = decode_rows_per_task(n_out, self.threads);
+            self.pool.install(|| {
+                out[..n_out].par_chunks_mut(per_task).enumerate().for_each(|(chunk, o)| {
+                    let first = chunk * per_task;
                     kernel.dot_rows(&bytes[first * rb..(first + o.len()) * rb], &x[..n_in], o);
                 });
             });
@@ -360,23 +397,7 @@ impl Backend for CpuBackend {
                 let kvh = h / group;
                 let qh = &q[t * q_width + h * head_dim..][..head_dim];
                 let n_ctx = start + t + 1;
-                let mut scores: Vec<f32> = (0..n_ctx)
-                    .map(|s| dot_f32(qh, &kc[s * kv_width + kvh * head_dim..][..head_dim]) * scale)
-                    .collect();
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for sc in &mut scores {
-                    *sc = (*sc - max).exp();
-                    sum += *sc;
-                }
-                o.fill(0.0);
-                for (s, &w) in scores.iter().enumerate() {
-                    let vs = &vc[s * kv_width + kvh * head_dim..][..head_dim];
-                    let w = w / sum;
-                    for (ov, &vv) in o.iter_mut().zip(vs) {
-                        *ov += w * vv;
-                    }
-                }
+                attend(qh, kc, vc, kv_width, kvh * head_dim, n_ctx, scale, o);
             });
         });
         Ok(())
@@ -415,6 +436,78 @@ impl Backend for CpuBackend {
 
     fn weight_shape(&self, w: &CpuWeight) -> (usize, usize) {
         (w.rows, w.kernel.row_len())
+    }
+}
+
+/// One query head over `n_ctx` cached positions: `o = softmax(q·K^T · scale) · V`, where the
+/// head's keys and values sit at `offset` in each `kv_width`-float row of `kc` and `vc`.
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    kv_width: usize,
+    offset: usize,
+    n_ctx: usize,
+    scale: f32,
+    o: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: `attend_avx2` only requires AVX2 and FMA, which the CPU was just checked to
+        // have.
+        unsafe { attend_avx2(q, kc, vc, kv_width, offset, n_ctx, scale, o) };
+        return;
+    }
+    attend_body(q, kc, vc, kv_width, offset, n_ctx, scale, o);
+}
+
+/// `attend_body` compiled for 8-wide vectors (the same code and the same results: the loops
+/// have fixed lane counts and no fused multiply-adds).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn attend_avx2(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    kv_width: usize,
+    offset: usize,
+    n_ctx: usize,
+    scale: f32,
+    o: &mut [f32],
+) {
+    attend_body(q, kc, vc, kv_width, offset, n_ctx, scale, o);
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_body(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    kv_width: usize,
+    offset: usize,
+    n_ctx: usize,
+    scale: f32,
+    o: &mut [f32],
+) {
+    let head_dim = o.len();
+    let mut scores: Vec<f32> =
+        (0..n_ctx).map(|s| dot_f32(q, &kc[s * kv_width + offset..][..head_dim]) * scale).collect();
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for sc in &mut scores {
+        *sc = (*sc - max).exp();
+        sum += *sc;
+    }
+    o.fill(0.0);
+    for (s, &w) in scores.iter().enumerate() {
+        let vs = &vc[s * kv_width + offset..][..head_dim];
+        let w = w / sum;
+        for (ov, &vv) in o.iter_mut().zip(vs) {
+            *ov += w * vv;
+        }
     }
 }
 

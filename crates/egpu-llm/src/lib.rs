@@ -7,6 +7,7 @@ pub mod chat;
 pub mod cpu;
 pub mod gguf;
 pub mod model;
+pub mod qdot;
 pub mod quant;
 pub mod run;
 pub mod sampler;

@@ -333,11 +333,13 @@ impl<B: Backend> Model<B> {
         if ids.is_empty() {
             return Err(ModelError::BadConfig("forward called with no tokens".into()));
         }
-        let mut logits = Vec::new();
-        for part in ids.chunks(chunk.max(1)) {
-            logits = self.forward_chunk(session, part)?;
-        }
-        Ok(logits)
+        self.backend.scope(|| {
+            let mut logits = Vec::new();
+            for part in ids.chunks(chunk.max(1)) {
+                logits = self.forward_chunk(session, part)?;
+            }
+            Ok(logits)
+        })
     }
 
     fn forward_chunk(&self, session: &mut Session<B>, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
