@@ -592,19 +592,7 @@ impl<T: UsbTransport> Asm2464<T> {
         check_dwords("streaming BAR write", address, data.len())?;
         self.guarded("streaming memory write (F0 mode 1)", |this| {
             for (start, piece) in split_stream(address, data.len(), this.config.max_stream_len) {
-                this.drain_bulk_out()?;
-                let request = F0Request {
-                    fmt: FmtType::memory_write(start),
-                    byte_enable: 0x0F,
-                    mode: F0Mode::StreamWrite,
-                    address: start,
-                    value: (piece.len() / 4) as u32,
-                };
-                let arm = Transfer::ControlOut {
-                    setup: request.setup(),
-                    data: Bytes::copy_from_slice(&request.payload()),
-                };
-                let arm = this.submit(arm, F0_TIMEOUT).map_err(LinkError::usb(""))?;
+                let arm = this.arm_stream(F0Mode::StreamWrite, start, piece.len())?;
                 this.after_arm(arm)?;
                 let mut offset = piece.start;
                 while offset < piece.end {
@@ -628,6 +616,23 @@ impl<T: UsbTransport> Asm2464<T> {
         })
     }
 
+    /// Submit the F0 arm of a streaming write or read of `len` bytes at `start` (§4.4, §4.5):
+    /// all byte enables, the header format the address needs, the dword count as value.
+    fn arm_stream(&mut self, mode: F0Mode, start: u64, len: usize) -> Result<Tag, LinkError> {
+        self.drain_bulk_out()?;
+        let fmt = match mode {
+            F0Mode::StreamRead => FmtType::memory_read(start),
+            _ => FmtType::memory_write(start),
+        };
+        let request =
+            F0Request { fmt, byte_enable: 0x0F, mode, address: start, value: (len / 4) as u32 };
+        let arm = Transfer::ControlOut {
+            setup: request.setup(),
+            data: Bytes::copy_from_slice(&request.payload()),
+        };
+        self.submit(arm, F0_TIMEOUT).map_err(LinkError::usb(""))
+    }
+
     /// Streaming read (§4.5). Errors on the PCIe side are silent in this mode (garbage data);
     /// use [`PcieLink::mem_read32`] where a read must be checked.
     fn stream_read(&mut self, address: u64, len: usize) -> Result<Vec<u8>, LinkError> {
@@ -636,19 +641,7 @@ impl<T: UsbTransport> Asm2464<T> {
         self.guarded("streaming memory read (F0 mode 2)", |this| {
             let mut out: Vec<u8> = Vec::new();
             for (start, piece) in split_stream(address, len, this.config.max_stream_len) {
-                this.drain_bulk_out()?;
-                let request = F0Request {
-                    fmt: FmtType::memory_read(start),
-                    byte_enable: 0x0F,
-                    mode: F0Mode::StreamRead,
-                    address: start,
-                    value: (piece.len() / 4) as u32,
-                };
-                let arm = Transfer::ControlOut {
-                    setup: request.setup(),
-                    data: Bytes::copy_from_slice(&request.payload()),
-                };
-                let arm = this.submit(arm, F0_TIMEOUT).map_err(LinkError::usb(""))?;
+                let arm = this.arm_stream(F0Mode::StreamRead, start, piece.len())?;
                 let mut tags = VecDeque::new();
                 let mut offset = piece.start;
                 let mut first = true;
