@@ -1,14 +1,14 @@
-//! Host side of the emulated GPU's stand-in copy engine (egpu-emu: a small register block at
-//! 0xF_0000 of the GPU's MMIO BAR that is *not* a real vendor block). It lets the demo and the
+//! Host side of the emulated GPU's stand-in copy engine (`egpu_emu::copy_engine`: a small
+//! register block in the GPU's MMIO BAR that is *not* a real vendor block). It lets the demo and the
 //! link benchmark make the GPU DMA into bridge SRAM and release armed F2 reads until the real
 //! AMD/NVIDIA engines exist.
 
+use egpu_emu::copy_engine::{
+    BASE, DST, FENCE_ADDR, FENCE_GO, FENCE_VALUE, FLAGS, FLAG_DST_PCIE, FLAG_SRC_PCIE, GO, LENGTH,
+    SRC, STATUS,
+};
 use egpu_link::pcie::bar::{BarMmio, BarRegion};
 use egpu_link::{LinkError, PcieLink};
-
-const ENGINE: u64 = 0xF_0000;
-const FLAG_SRC_IS_BUS_ADDRESS: u32 = 1 << 0;
-const FLAG_DST_IS_BUS_ADDRESS: u32 = 1 << 1;
 
 /// One end of a GPU copy.
 #[derive(Clone, Copy, Debug)]
@@ -33,18 +33,18 @@ impl EmuCopyEngine {
         dst: Place,
         len: u32,
     ) -> Result<(), LinkError> {
-        let (src, src_flag) = split(src, FLAG_SRC_IS_BUS_ADDRESS);
-        let (dst, dst_flag) = split(dst, FLAG_DST_IS_BUS_ADDRESS);
+        let (src, src_flag) = split(src, FLAG_SRC_PCIE);
+        let (dst, dst_flag) = split(dst, FLAG_DST_PCIE);
         let mut bar = BarMmio::new(link, self.mmio);
         let mut batch = bar.batch();
         batch
-            .write32(ENGINE, src as u32)?
-            .write32(ENGINE + 0x04, (src >> 32) as u32)?
-            .write32(ENGINE + 0x08, dst as u32)?
-            .write32(ENGINE + 0x0C, (dst >> 32) as u32)?
-            .write32(ENGINE + 0x10, len)?
-            .write32(ENGINE + 0x14, src_flag | dst_flag)?
-            .write32(ENGINE + 0x18, 1)?;
+            .write32(BASE + SRC, src as u32)?
+            .write32(BASE + SRC + 4, (src >> 32) as u32)?
+            .write32(BASE + DST, dst as u32)?
+            .write32(BASE + DST + 4, (dst >> 32) as u32)?
+            .write32(BASE + LENGTH, len)?
+            .write32(BASE + FLAGS, src_flag | dst_flag)?
+            .write32(BASE + GO, 1)?;
         batch.submit()
     }
 
@@ -58,16 +58,16 @@ impl EmuCopyEngine {
         let mut bar = BarMmio::new(link, self.mmio);
         let mut batch = bar.batch();
         batch
-            .write32(ENGINE + 0x20, address as u32)?
-            .write32(ENGINE + 0x24, (address >> 32) as u32)?
-            .write32(ENGINE + 0x28, value)?
-            .write32(ENGINE + 0x2C, 1)?;
+            .write32(BASE + FENCE_ADDR, address as u32)?
+            .write32(BASE + FENCE_ADDR + 4, (address >> 32) as u32)?
+            .write32(BASE + FENCE_VALUE, value)?
+            .write32(BASE + FENCE_GO, 1)?;
         batch.submit()
     }
 
     /// STATUS: 0 when the last copy or fence succeeded.
     pub fn status(&self, link: &mut dyn PcieLink) -> Result<u32, LinkError> {
-        BarMmio::new(link, self.mmio).read32(ENGINE + 0x1C)
+        BarMmio::new(link, self.mmio).read32(BASE + STATUS)
     }
 }
 

@@ -19,6 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use egpu_usb::discover::{classify, FirmwareKind, STOCK_FIRMWARE_IDS};
 use egpu_usb::{Tag, Transfer, UsbError, UsbTransport};
 
 use crate::pcie::{Bdf, PcieLink};
@@ -163,13 +164,14 @@ pub enum BridgeIdentity {
     Other,
 }
 
-/// Classify a device by its IDs and product string (§1 "USB IDs tinygrad accepts").
+/// What the protocol layer accepts, from the USB layer's classification (§1 "USB IDs tinygrad
+/// accepts"): only the custom firmware is driven; stock IDs get flashing advice.
 pub fn identify(vendor_id: u16, product_id: u16, product: Option<&str>) -> BridgeIdentity {
-    match (vendor_id, product_id) {
-        (0xADD1 | 0x3801, 0x0001) if product.is_some_and(|p| p.starts_with("custom")) => {
-            BridgeIdentity::CustomFirmware
+    match classify(vendor_id, product_id, product) {
+        Some(FirmwareKind::Custom) => BridgeIdentity::CustomFirmware,
+        Some(FirmwareKind::Stock) if STOCK_FIRMWARE_IDS.contains(&(vendor_id, product_id)) => {
+            BridgeIdentity::StockFirmware
         }
-        (0x174C, 0x2464 | 0x2463) => BridgeIdentity::StockFirmware,
         _ => BridgeIdentity::Other,
     }
 }
