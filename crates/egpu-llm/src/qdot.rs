@@ -120,7 +120,8 @@ pub fn supports(ty: GgmlType) -> bool {
 /// `x`, for `out.len()` rows. `ty` must be one [`supports`] accepts, and `x` must hold exactly
 /// the row length.
 pub fn dot_rows_q(ty: GgmlType, rows: &[u8], row_bytes: usize, x: &QActivations, out: &mut [f32]) {
-    debug_assert!(supports(ty));
+    // A type without an integer kernel would otherwise produce zeros, silently.
+    assert!(supports(ty), "dot_rows_q called with {ty:?}, which has no integer kernel");
     debug_assert_eq!(ty.bytes_for(x.len()), Ok(row_bytes));
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {

@@ -49,7 +49,10 @@ fn run(args: &[String]) -> Result<(), String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--check" => check = true,
-            "--src" => src = it.next().map(PathBuf::from),
+            "--src" => match it.next() {
+                Some(dir) => src = Some(PathBuf::from(dir)),
+                None => return Err(format!("--src needs a directory\n{USAGE}")),
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
