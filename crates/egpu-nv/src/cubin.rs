@@ -408,7 +408,11 @@ pub fn load_image(data: &[u8], base: u64) -> Result<LoadedImage, CubinError> {
                 .wrapping_add(*sym_base)
                 .wrapping_add(symbol.address())
                 .wrapping_add(reloc.addend() as u64);
-            let at = usize::try_from(target + offset).map_err(|_| bad())?;
+            let at = target
+                .checked_add(offset)
+                .and_then(|at| usize::try_from(at).ok())
+                .filter(|&at| at <= usize::MAX - 8)
+                .ok_or_else(bad)?;
             match r_type {
                 // R_CUDA_64: absolute 64-bit address.
                 2 => {

@@ -100,12 +100,15 @@ pub fn check_geometry(
 /// Most threads per block a kernel may use: register file limit (reference §2.5), launch
 /// bounds, and the hardware's 1024.
 pub fn max_threads_for(kernel: &CubinKernel) -> u32 {
-    let regs = kernel.registers.max(1);
+    // The counts come from the cubin (untrusted): widen so no value can overflow.
+    let regs = u64::from(kernel.registers.max(1));
     let per_warp = (regs * 32).next_multiple_of(256);
     let by_regs = ((65536 / per_warp) / 4) * 4 * 32;
-    let by_bounds =
-        kernel.max_threads.map(|[x, y, z]| x.max(1) * y.max(1) * z.max(1)).unwrap_or(u32::MAX);
-    by_regs.min(by_bounds).min(MAX_THREADS_PER_BLOCK)
+    let by_bounds = kernel
+        .max_threads
+        .map(|dims| dims.iter().fold(1u64, |total, &d| total.saturating_mul(u64::from(d.max(1)))))
+        .unwrap_or(u64::MAX);
+    by_regs.min(by_bounds).min(u64::from(MAX_THREADS_PER_BLOCK)) as u32
 }
 
 /// Build a kernel's cbuf0: the cubin's `.nv.constant0.K` template (or zeros), launch dims,
@@ -179,8 +182,15 @@ pub fn build_qmd(arch: Arch, kernel: &CubinKernel, launch: &QmdLaunch) -> Result
     let version = arch.qmd_version();
     let mut q = Qmd::new(version);
     let reserved = if arch.shared_section_includes_reserved() { 0 } else { 0x400 };
-    let shared =
-        (kernel.shared_bytes + reserved + launch.dynamic_shared_bytes).next_multiple_of(128);
+    let shared = kernel
+        .shared_bytes
+        .checked_add(reserved)
+        .and_then(|bytes| bytes.checked_add(launch.dynamic_shared_bytes))
+        .and_then(|bytes| bytes.checked_next_multiple_of(128))
+        .ok_or_else(|| LaunchError::Geometry {
+            kernel: kernel.name.clone(),
+            why: "shared memory size overflows 32 bits".into(),
+        })?;
     let shared_kib = shared.div_ceil(1024);
     let carveouts = arch.shared_carveouts_kib();
     let max_kib = *carveouts.last().unwrap_or(&0);
