@@ -107,18 +107,20 @@ pub fn run(gpu: &str) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The GPU's largest prefetchable memory BAR: the VRAM aperture.
 pub fn largest_prefetchable(gpu: &Function) -> Option<BarRegion> {
-    gpu.bars
-        .iter()
-        .filter(|bar| bar.prefetchable && bar.kind != BarKind::Io)
-        .max_by_key(|bar| bar.size)
-        .map(|bar| BarRegion { address: bar.address, size: bar.size })
+    largest_memory_bar(gpu, true)
 }
 
+/// The GPU's largest non-prefetchable memory BAR: its registers.
 pub fn mmio_bar(gpu: &Function) -> Option<BarRegion> {
+    largest_memory_bar(gpu, false)
+}
+
+fn largest_memory_bar(gpu: &Function, prefetchable: bool) -> Option<BarRegion> {
     gpu.bars
         .iter()
-        .filter(|bar| !bar.prefetchable && bar.kind != BarKind::Io)
+        .filter(|bar| bar.prefetchable == prefetchable && bar.kind != BarKind::Io)
         .max_by_key(|bar| bar.size)
         .map(|bar| BarRegion { address: bar.address, size: bar.size })
 }

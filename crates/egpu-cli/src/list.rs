@@ -50,7 +50,7 @@ pub fn run(emulated: bool) -> Result<(), CliError> {
         );
         println!(
             "             link: LTSSM 0x{ltssm:02x}{}; also emu:ga102, emu:none",
-            if ltssm == 0x78 { " (L0, up)" } else { "" }
+            if ltssm == LTSSM_L0 { " (L0, up)" } else { "" }
         );
     }
     Ok(())

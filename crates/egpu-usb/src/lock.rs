@@ -166,7 +166,10 @@ mod tests {
     #[test]
     #[ignore = "helper run as a child process by lock_held_by_a_child_process_is_refused"]
     fn child_lock_holder() {
-        let Ok(dir) = std::env::var("EGPU_USB_LOCK_TEST_DIR") else { return };
+        let Ok(dir) = std::env::var("EGPU_USB_LOCK_TEST_DIR") else {
+            eprintln!("SKIP: runs only as the child of lock_held_by_a_child_process_is_refused");
+            return;
+        };
         let _lock = BridgeLock::acquire_in(Path::new(&dir), "7", 3, "usb:7-3").unwrap();
         println!("locked {}", std::process::id());
         // Holds until the parent closes our stdin (or dies, which closes it too).

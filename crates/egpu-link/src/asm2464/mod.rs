@@ -641,7 +641,9 @@ impl<T: UsbTransport> Asm2464<T> {
         check_dwords("streaming BAR read", address, len)?;
         self.refuse_while_sram_read_armed("streaming memory read")?;
         self.guarded("streaming memory read (F0 mode 2)", |this| {
-            let mut out: Vec<u8> = Vec::new();
+            // One chunk is handed over uncopied; several are gathered into one allocation.
+            let mut out: Vec<u8> =
+                if len > this.config.stream_chunk { Vec::with_capacity(len) } else { Vec::new() };
             for (start, piece) in split_stream(address, len, this.config.max_stream_len) {
                 let arm = this.arm_stream(F0Mode::StreamRead, start, piece.len())?;
                 let mut tags = VecDeque::new();

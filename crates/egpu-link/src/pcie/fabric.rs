@@ -319,8 +319,8 @@ fn scan_bus(
             write_bus_numbers(link, bdf, 0, 0)?;
         }
     }
-    for (bdf, id, _) in present {
-        scan_function(link, bdf, id, next_bus, topology)?;
+    for (bdf, id, header_type) in present {
+        scan_function(link, bdf, id, header_type, next_bus, topology)?;
     }
     Ok(())
 }
@@ -329,11 +329,11 @@ fn scan_function(
     link: &mut dyn PcieLink,
     bdf: Bdf,
     id: u32,
+    header_type: u8,
     next_bus: &mut u8,
     topology: &mut Topology,
 ) -> Result<(), LinkError> {
     let class_revision = link.config_read32(bdf, PCI_CLASS_REVISION)?;
-    let header_type = link.config_read(bdf, PCI_HEADER_TYPE, 1)? as u8;
     // Decode stays off while BARs are sized and resized (PCIe Base Spec §7.8.6 for REBAR).
     let command = link.config_read16(bdf, PCI_COMMAND)?;
     link.config_write(
