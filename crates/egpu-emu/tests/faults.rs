@@ -230,7 +230,6 @@ fn stats_count_requests_bytes_and_tlps() {
     );
     assert_eq!((s.bulk_out_transfers, s.bulk_out_bytes), (2, 5120));
     assert_eq!(s.tlps, 1 + 1024);
-    assert!(s.device_time > Duration::ZERO);
     host.bridge.reset_stats();
     assert_eq!(host.bridge.stats().e4_requests, 0);
 }

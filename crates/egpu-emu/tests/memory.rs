@@ -29,7 +29,7 @@ fn memory_reaches_a_bar_only_after_windows_and_command_are_set() {
     }
     host.cfg_write(4, 0, 0, 0x24, MMIO_BAR as u32);
     assert_eq!(host.mem_read32(MMIO_BAR).status, UR, "bridges do not forward yet");
-    host.mem_write32(MMIO_BAR + 0x100, 0xDEAD_BEEF);
+    host.mem_write32(MMIO_BAR + 0x100, 0x1111_1111);
     assert!(host.bridge.stats().posted_writes_dropped >= 1, "posted write silently dropped");
     // Bridges forward, GPU does not decode (COMMAND.MEM clear on the GPU): still UR.
     for b in 0..4 {
@@ -37,6 +37,8 @@ fn memory_reaches_a_bar_only_after_windows_and_command_are_set() {
     }
     assert_eq!(host.mem_read32(MMIO_BAR).status, UR);
     host.cfg_write_sized(4, 0, 0, 0x04, 0x06, 1);
+    // The write dropped while nothing forwarded it left nothing behind.
+    assert_eq!(host.mem_read32(MMIO_BAR + 0x100).data, 0);
     host.mem_write32(MMIO_BAR + 0x100, 0xDEAD_BEEF);
     let r = host.mem_read32(MMIO_BAR + 0x100);
     assert_eq!((r.ret, r.status, r.data), (0, 0, 0xDEAD_BEEF));
