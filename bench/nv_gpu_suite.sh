@@ -3,11 +3,12 @@
 #
 #   bench/nv_gpu_suite.sh build   # on a build machine: release binary -> .device/nv/nv_suite
 #   bench/nv_gpu_suite.sh run     # on the GPU machine (carry .device/nv): suite, then benchmark
-#                                 # against PyTorch in the same run (bench/nv_vs_cuda.py)
+#                                 # against the CUDA driver API (libcuda) in the same run
 #   bench/nv_gpu_suite.sh         # both, when cargo and a GPU are on the same machine
 #
 # Needs on the GPU machine: nvidia.ko + nvidia-uvm, NVRTC (CUDA toolkit or the PyPI wheel that
-# PyTorch installs; EGPU_NVRTC=/path/libnvrtc.so overrides), python3 with torch for the ratios.
+# PyTorch installs; EGPU_NVRTC=/path/libnvrtc.so overrides) and, for the ratios, libcuda.so.1
+# (part of every NVIDIA driver install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=.device/nv
@@ -28,7 +29,7 @@ run() {
     date -u
     status=0
     "$bin" || status=$?
-    python3 bench/nv_vs_cuda.py --ours "$bin" || status=$?
+    "$bin" --bench || status=$?
     exit $status
 }
 

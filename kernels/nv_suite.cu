@@ -25,11 +25,14 @@ extern "C" __global__ void reduce_sum(const float* in, float* partial, unsigned 
 // Adds 1 to *counter (single thread); 10,000 of these in a row must leave exactly 10,000.
 extern "C" __global__ void bump(unsigned* counter) { *counter += 1; }
 
-// Spins until the CPU writes a non-zero flag (host memory), then records that it saw it.
+// Spins until the CPU writes a non-zero flag (host memory), then records that it saw it (1),
+// or that it gave up after `limit` polls (2), so a broken test cannot hang the GPU.
 // Used to prove a copy completes while a kernel is still running.
-extern "C" __global__ void wait_flag(volatile unsigned* flag, unsigned* seen) {
-    while (*flag == 0) { }
-    *seen = 1;
+extern "C" __global__ void wait_flag(volatile unsigned* flag, unsigned* seen,
+                                     unsigned long long limit) {
+    unsigned long long polls = 0;
+    while (*flag == 0 && polls < limit) { polls++; }
+    *seen = *flag != 0 ? 1 : 2;
 }
 
 // Streaming copy for memory bandwidth.

@@ -11,6 +11,9 @@ pub enum CliError {
     Setup(#[from] egpu_usb::setup::SetupError),
     #[error(transparent)]
     Nvidia(#[from] egpu_nv::NvError),
+    #[cfg(target_os = "linux")]
+    #[error("CUDA peer: {0}")]
+    CudaPeer(#[from] egpu_nv::cuda_peer::CudaError),
     #[error(transparent)]
     Model(#[from] egpu_llm::LlmError),
     #[error(transparent)]

@@ -12,6 +12,12 @@ pub struct GpuBenchArgs {
     /// MiB moved by each copy-bandwidth measurement.
     #[arg(long, default_value_t = 256)]
     pub copy_mib: u64,
+    /// Measure only egpu, not the CUDA driver API beside it.
+    #[arg(long)]
+    pub no_peer: bool,
+    /// Internal: measure the CUDA driver API and print its report (run as a child process).
+    #[arg(long, hide = true)]
+    pub cuda_peer: bool,
 }
 
 /// `nv:3` → 3.
@@ -67,7 +73,30 @@ pub fn bench(args: &GpuBenchArgs) -> Result<(), CliError> {
             "`{name}` is not a GPU name; use nv:N, or `egpu bench link {name}` for a bridge"
         ))
     })?;
-    let report = egpu_nv::bench::run(index, args.copy_mib << 20)?;
-    print!("{report}");
+    let bytes = args.copy_mib << 20;
+    if args.cuda_peer {
+        let report = egpu_nv::cuda_peer::run(index, bytes)?;
+        print!("{report}");
+        return Ok(());
+    }
+    let ours = egpu_nv::bench::run(index, bytes)?;
+    if args.no_peer {
+        print!("{ours}");
+        return Ok(());
+    }
+    let peer_args = [
+        "bench".to_string(),
+        name.to_string(),
+        "--cuda-peer".into(),
+        "--copy-mib".into(),
+        args.copy_mib.to_string(),
+    ];
+    match egpu_nv::bench::run_peer_process(&peer_args) {
+        Ok(cuda) => print!("{}", egpu_nv::bench::Comparison { ours, cuda }),
+        Err(e) => {
+            print!("{ours}");
+            println!("(no CUDA comparison: {e})");
+        }
+    }
     Ok(())
 }

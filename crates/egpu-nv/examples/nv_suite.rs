@@ -1,7 +1,8 @@
 //! GPU test suite for the NVIDIA kernel-module path (needs an NVIDIA GPU, nvidia.ko and NVRTC).
 //!
-//! `nv_suite [--gpu N]` runs the checks; `nv_suite --bench [--gpu N] [--bytes B]` prints the
-//! benchmark (one `name value` per line). Skips (exit 0) with a message when /dev/nvidiactl is
+//! `nv_suite [--gpu N]` runs the checks; `nv_suite --bench [--gpu N] [--bytes B]` measures our
+//! runtime and the CUDA driver API on the same GPU and prints both with ratios (exit status 1
+//! when a goal of issue 3 is missed). Skips (exit 0) with a message when /dev/nvidiactl is
 //! absent. Exit status 1 when any check fails.
 
 use egpu_nv::bench::KERNELS;
@@ -11,6 +12,9 @@ use egpu_nv::NvError;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// Polls `wait_flag` makes before giving up (seconds of spinning, far beyond the test's needs),
+/// so that a broken test cannot hang the GPU.
+const SPIN_LIMIT: u64 = 1 << 32;
 
 /// One check: a message on success, the failure otherwise.
 type Check = fn(&mut Ctx) -> Result<String, String>;
@@ -23,28 +27,40 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn run(&mut self, mut commands: Vec<NvCommand>) -> Result<(), NvError> {
+    fn run(&mut self, commands: &[NvCommand<'_>]) -> Result<(), NvError> {
         self.value += 1;
-        commands.push(NvCommand::Signal { slot: self.sig, value: self.value });
-        self.dev.submit(&commands)?;
+        self.dev.submit(commands)?;
+        self.dev.submit(&[NvCommand::Signal { slot: self.sig, value: self.value }])?;
         self.dev.wait_signal(self.sig, self.value, Instant::now() + TIMEOUT)
     }
 
-    fn launch(&self, kernel: &str, grid: u32, block: u32, shared: u32, args: &[u64]) -> NvCommand {
+    /// The argument block of `kernel` with `args` (each truncated to its parameter's size).
+    fn args(&self, kernel: &str, args: &[u64]) -> Vec<u8> {
         let k = self.dev.kernel(self.program, kernel).expect("kernel in nv_suite.cu");
-        let mut block_bytes = vec![0u8; k.param_bytes as usize];
+        let mut block = vec![0u8; k.param_bytes as usize];
         for (p, v) in k.params.iter().zip(args) {
             let bytes = v.to_le_bytes();
-            block_bytes[p.offset as usize..(p.offset + p.size) as usize]
+            block[p.offset as usize..(p.offset + p.size) as usize]
                 .copy_from_slice(&bytes[..p.size as usize]);
         }
+        block
+    }
+
+    fn launch<'a>(
+        &self,
+        kernel: &'a str,
+        grid: u32,
+        block: u32,
+        shared: u32,
+        args: &'a [u8],
+    ) -> NvCommand<'a> {
         NvCommand::Launch {
             program: self.program,
-            kernel: kernel.into(),
+            kernel,
             grid: [grid, 1, 1],
             block: [block, 1, 1],
             dynamic_shared_bytes: shared,
-            args: block_bytes,
+            args,
         }
     }
 }
@@ -66,14 +82,9 @@ fn vector_add(c: &mut Ctx) -> Result<String, String> {
     let dev = c.dev.alloc(bytes * 3, false).map_err(|e| e.to_string())?;
     c.dev.write_host(&host, 0, &floats_to_bytes(&a)).map_err(|e| e.to_string())?;
     c.dev.write_host(&host, bytes, &floats_to_bytes(&b)).map_err(|e| e.to_string())?;
-    let launch = c.launch(
-        "vadd",
-        n.div_ceil(256),
-        256,
-        0,
-        &[dev.va, dev.va + bytes, dev.va + 2 * bytes, u64::from(n)],
-    );
-    c.run(vec![
+    let args = c.args("vadd", &[dev.va, dev.va + bytes, dev.va + 2 * bytes, u64::from(n)]);
+    let launch = c.launch("vadd", n.div_ceil(256), 256, 0, &args);
+    c.run(&[
         NvCommand::Copy { src: host.va, dst: dev.va, len: 2 * bytes },
         launch,
         NvCommand::Copy { src: dev.va + 2 * bytes, dst: host.va + 2 * bytes, len: bytes },
@@ -101,9 +112,9 @@ fn reduction(c: &mut Ctx) -> Result<String, String> {
     let dev_in = c.dev.alloc(u64::from(n) * 4, false).map_err(|e| e.to_string())?;
     let partial = c.dev.alloc(u64::from(blocks) * 4, true).map_err(|e| e.to_string())?;
     c.dev.write_host(&host, 0, &floats_to_bytes(&input)).map_err(|e| e.to_string())?;
-    let launch =
-        c.launch("reduce_sum", blocks, block, block * 4, &[dev_in.va, partial.va, u64::from(n)]);
-    c.run(vec![NvCommand::Copy { src: host.va, dst: dev_in.va, len: u64::from(n) * 4 }, launch])
+    let args = c.args("reduce_sum", &[dev_in.va, partial.va, u64::from(n)]);
+    let launch = c.launch("reduce_sum", blocks, block, block * 4, &args);
+    c.run(&[NvCommand::Copy { src: host.va, dst: dev_in.va, len: u64::from(n) * 4 }, launch])
         .map_err(|e| e.to_string())?;
     let mut out = vec![0u8; blocks as usize * 4];
     c.dev.read_host(&partial, 0, &mut out).map_err(|e| e.to_string())?;
@@ -143,7 +154,7 @@ fn round_trip_1gib(c: &mut Ctx) -> Result<String, String> {
         }
         c.dev.write_host(&src, off, &chunk).map_err(|e| e.to_string())?;
     }
-    c.run(vec![
+    c.run(&[
         NvCommand::Copy { src: src.va, dst: dev.va, len: size },
         NvCommand::Copy { src: dev.va, dst: dst.va, len: size },
     ])
@@ -169,8 +180,9 @@ fn ten_thousand_launches(c: &mut Ctx) -> Result<String, String> {
     let counter = c.dev.alloc(4096, true).map_err(|e| e.to_string())?;
     c.dev.write_host(&counter, 0, &0u32.to_le_bytes()).map_err(|e| e.to_string())?;
     let fence = c.dev.create_signal().map_err(|e| e.to_string())?;
+    let args = c.args("bump", &[counter.va]);
     for i in 1..=10_000u64 {
-        let launch = c.launch("bump", 1, 1, 0, &[counter.va]);
+        let launch = c.launch("bump", 1, 1, 0, &args);
         c.dev
             .submit(&[launch, NvCommand::Signal { slot: fence, value: i }])
             .map_err(|e| e.to_string())?;
@@ -197,7 +209,8 @@ fn copy_overlaps_compute(c: &mut Ctx) -> Result<String, String> {
     let dst = c.dev.alloc(64 << 20, false).map_err(|e| e.to_string())?;
     let kernel_done = c.dev.create_signal().map_err(|e| e.to_string())?;
     let copy_done = c.dev.create_signal().map_err(|e| e.to_string())?;
-    let launch = c.launch("wait_flag", 1, 1, 0, &[flags.va, flags.va + 4]);
+    let args = c.args("wait_flag", &[flags.va, flags.va + 4, SPIN_LIMIT]);
+    let launch = c.launch("wait_flag", 1, 1, 0, &args);
     c.dev
         .submit(&[launch, NvCommand::Signal { slot: kernel_done, value: 1 }])
         .map_err(|e| e.to_string())?;
@@ -211,14 +224,19 @@ fn copy_overlaps_compute(c: &mut Ctx) -> Result<String, String> {
     let still_running = c.dev.signal_value(kernel_done) == 0;
     c.dev.write_host(&flags, 0, &1u32.to_le_bytes()).map_err(|e| e.to_string())?;
     c.dev.wait_signal(kernel_done, 1, Instant::now() + TIMEOUT).map_err(|e| e.to_string())?;
-    copy_result.map_err(|e| format!("copy did not finish while the kernel ran: {e}"))?;
+    let mut seen = [0u8; 4];
+    c.dev.read_host(&flags, 4, &mut seen).map_err(|e| e.to_string())?;
+    c.dev.destroy_signal(kernel_done);
+    c.dev.destroy_signal(copy_done);
     for b in [flags, src, dst] {
         c.dev.free(b);
     }
-    if still_running {
-        Ok("64 MiB copy completed while a kernel was running".into())
-    } else {
-        Err("the kernel finished before the flag was set (test is broken)".into())
+    copy_result.map_err(|e| format!("copy did not finish while the kernel ran: {e}"))?;
+    match (still_running, u32::from_le_bytes(seen)) {
+        (true, 1) => Ok("64 MiB copy completed while a kernel was running".into()),
+        (true, 2) => Err("the kernel gave up waiting for the flag the CPU set".into()),
+        (true, other) => Err(format!("the kernel reported {other}, expected 1")),
+        (false, _) => Err("the kernel finished before the flag was set (test is broken)".into()),
     }
 }
 
@@ -231,6 +249,40 @@ fn fence_timeout(c: &mut Ctx) -> Result<String, String> {
             Ok(format!("reported: {}", result.unwrap_err()))
         }
         other => Err(format!("expected a timeout, got {other:?}")),
+    }
+}
+
+/// Our benchmark, then the CUDA peer in a child process, then ratios. Returns the exit status.
+fn bench(gpu: u32, bytes: u64) -> i32 {
+    let ours = match egpu_nv::bench::run(gpu, bytes) {
+        Ok(report) => report,
+        Err(e) => {
+            println!("FAIL bench: {e}");
+            return 1;
+        }
+    };
+    let peer_args = [
+        egpu_nv::bench::PEER_FLAG.to_string(),
+        "--gpu".into(),
+        gpu.to_string(),
+        "--bytes".into(),
+        bytes.to_string(),
+    ];
+    match egpu_nv::bench::run_peer_process(&peer_args) {
+        Ok(cuda) => {
+            let comparison = egpu_nv::bench::Comparison { ours, cuda };
+            print!("{comparison}");
+            if comparison.goals_met() {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            print!("{ours}");
+            println!("FAIL CUDA peer: {e}");
+            1
+        }
     }
 }
 
@@ -247,15 +299,19 @@ fn main() {
         println!("SKIP: no NVIDIA kernel driver (/dev/nvidiactl absent); the GPU suite needs an NVIDIA GPU with nvidia.ko");
         return;
     }
-    if args.iter().any(|a| a == "--bench") {
-        match egpu_nv::bench::run(gpu, flag("--bytes").unwrap_or(256 << 20)) {
-            Ok(report) => println!("{report}"),
+    let bytes = flag("--bytes").unwrap_or(256 << 20);
+    if args.iter().any(|a| a == egpu_nv::bench::PEER_FLAG) {
+        match egpu_nv::cuda_peer::run(gpu, bytes) {
+            Ok(report) => print!("{report}"),
             Err(e) => {
-                eprintln!("bench failed: {e}");
+                eprintln!("CUDA peer failed: {e}");
                 std::process::exit(1);
             }
         }
         return;
+    }
+    if args.iter().any(|a| a == "--bench") {
+        std::process::exit(bench(gpu, bytes));
     }
     let setup = || -> Result<Ctx, NvError> {
         let mut dev = NvDevice::open(gpu)?;

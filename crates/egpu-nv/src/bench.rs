@@ -1,9 +1,21 @@
-//! `egpu bench nv:N`: launch latency, launch throughput, copy and memory bandwidth.
+//! `egpu bench nv:N`: launch latency, launch throughput, copy and memory bandwidth — measured
+//! on our runtime and, as the peer, on NVIDIA's CUDA driver API (libcuda) on the same GPU.
 //!
-//! CPU times are wall-clock around our calls; GPU-side numbers come from the same runs. Only
-//! measurement lives here; comparisons with CUDA are made by `bench/nv_vs_cuda.py`.
+//! Both sides run the same kernels (one NVRTC cubin) through one measuring routine,
+//! [`measure`], over the small [`BenchTarget`] trait, so every figure means the same thing on
+//! both sides:
+//! - `launch_submit_us`: CPU time per launch of an empty 1×1 kernel, 5,000 back to back
+//!   without waiting (mean);
+//! - `launch_end_to_end_us`: one launch, then wait for it on the CPU (median of 2,000);
+//! - `launches_per_second`: 10,000 launches back to back plus the final wait;
+//! - `h2d/d2h/d2d_gbps`: one copy of `copy_bytes` between pinned host memory and VRAM or
+//!   within VRAM, best of 5;
+//! - `stream_gbps`: a grid-stride float4 copy kernel, bytes read + written, best of 5.
+//!
+//! The CUDA side runs in a child process ([`PEER_FLAG`]) so that libcuda and our RM client
+//! never share a process (both register the GPU with UVM).
 
-use crate::device::{NvCommand, NvDevice};
+use crate::device::{NvBuffer, NvCommand, NvDevice};
 use crate::nvrtc::Nvrtc;
 use crate::NvError;
 use std::fmt;
@@ -12,14 +24,17 @@ use std::time::{Duration, Instant};
 /// CUDA C of the benchmark and suite kernels.
 pub const KERNELS: &str = include_str!("../../../kernels/nv_suite.cu");
 
-/// Benchmark results.
+/// Argument that makes a benchmark binary measure the CUDA peer and print its report.
+pub const PEER_FLAG: &str = "--cuda-peer";
+
+/// What one side measured (see the module docs for the definitions).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchReport {
     /// Device description.
     pub device: String,
-    /// CPU cost of submitting one empty-kernel launch (µs).
+    /// CPU cost of one empty-kernel launch (µs, mean of back-to-back launches).
     pub launch_submit_us: f64,
-    /// Submit → completion observed on the CPU, one empty kernel (µs, median).
+    /// Launch → completion seen by the CPU, one empty kernel (µs, median).
     pub launch_end_to_end_us: f64,
     /// Empty-kernel launches per second, back to back.
     pub launches_per_second: f64,
@@ -33,126 +48,427 @@ pub struct BenchReport {
     pub stream_gbps: f64,
 }
 
-impl fmt::Display for BenchReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "device {}", self.device)?;
-        writeln!(f, "launch_submit_us {:.3}", self.launch_submit_us)?;
-        writeln!(f, "launch_end_to_end_us {:.3}", self.launch_end_to_end_us)?;
-        writeln!(f, "launches_per_second {:.0}", self.launches_per_second)?;
-        writeln!(f, "h2d_gbps {:.2}", self.h2d_gbps)?;
-        writeln!(f, "d2h_gbps {:.2}", self.d2h_gbps)?;
-        writeln!(f, "d2d_gbps {:.2}", self.d2d_gbps)?;
-        write!(f, "stream_gbps {:.2}", self.stream_gbps)
+/// The numeric metrics, in report order, with how to compare them: `true` when lower is better.
+const METRICS: [(&str, bool); 7] = [
+    ("launch_submit_us", true),
+    ("launch_end_to_end_us", true),
+    ("launches_per_second", false),
+    ("h2d_gbps", false),
+    ("d2h_gbps", false),
+    ("d2d_gbps", false),
+    ("stream_gbps", false),
+];
+
+impl BenchReport {
+    fn values(&self) -> [f64; 7] {
+        [
+            self.launch_submit_us,
+            self.launch_end_to_end_us,
+            self.launches_per_second,
+            self.h2d_gbps,
+            self.d2h_gbps,
+            self.d2d_gbps,
+            self.stream_gbps,
+        ]
+    }
+
+    /// Parse the `name value` lines [`fmt::Display`] writes.
+    pub fn parse(text: &str) -> Option<BenchReport> {
+        let mut device = None;
+        let mut values = [None; 7];
+        for line in text.lines() {
+            let (key, value) = line.split_once(' ')?;
+            if key == "device" {
+                device = Some(value.to_string());
+            } else if let Some(i) = METRICS.iter().position(|(name, _)| *name == key) {
+                values[i] = Some(value.trim().parse::<f64>().ok()?);
+            }
+        }
+        let [a, b, c, d, e, f, g] = values;
+        Some(BenchReport {
+            device: device?,
+            launch_submit_us: a?,
+            launch_end_to_end_us: b?,
+            launches_per_second: c?,
+            h2d_gbps: d?,
+            d2h_gbps: e?,
+            d2d_gbps: f?,
+            stream_gbps: g?,
+        })
     }
 }
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "device {}", self.device)?;
+        for ((name, _), value) in METRICS.iter().zip(self.values()) {
+            writeln!(f, "{name} {value:.3}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Our report beside the peer's, with ratios and the goals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// Our runtime.
+    pub ours: BenchReport,
+    /// CUDA driver API.
+    pub cuda: BenchReport,
+}
+
+impl Comparison {
+    /// Goals: per-launch CPU cost ≤ 0.5× CUDA's, copy bandwidth ≥ 0.95× CUDA's.
+    pub fn goals_met(&self) -> bool {
+        self.ours.launch_submit_us <= 0.5 * self.cuda.launch_submit_us
+            && self.ours.h2d_gbps >= 0.95 * self.cuda.h2d_gbps
+            && self.ours.d2h_gbps >= 0.95 * self.cuda.d2h_gbps
+            && self.ours.d2d_gbps >= 0.95 * self.cuda.d2d_gbps
+    }
+}
+
+impl fmt::Display for Comparison {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "egpu: {}", self.ours.device)?;
+        writeln!(f, "CUDA: {}", self.cuda.device)?;
+        writeln!(f, "{:24} {:>12} {:>12} {:>8}  goal", "metric", "egpu", "CUDA", "egpu/CUDA")?;
+        for (((name, _), ours), cuda) in
+            METRICS.iter().zip(self.ours.values()).zip(self.cuda.values())
+        {
+            let ratio = ours / cuda;
+            let goal = match *name {
+                "launch_submit_us" => {
+                    format!("<= 0.50 {}", if ratio <= 0.5 { "met" } else { "MISSED" })
+                }
+                "h2d_gbps" | "d2h_gbps" | "d2d_gbps" => {
+                    format!(">= 0.95 {}", if ratio >= 0.95 { "met" } else { "MISSED" })
+                }
+                _ => String::new(),
+            };
+            writeln!(f, "{name:24} {ours:12.3} {cuda:12.3} {ratio:8.3}  {goal}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A GPU as the benchmark drives it. Work is queued in order; `finish` waits for all of it.
+pub trait BenchTarget {
+    /// Error type of the side.
+    type Error: std::fmt::Display;
+    /// Queue one launch of `empty` on a 1×1 grid.
+    fn launch_empty(&mut self) -> Result<(), Self::Error>;
+    /// Queue one launch of `stream_copy` from buffer A to buffer B (`copy_bytes` each).
+    fn launch_stream(&mut self) -> Result<(), Self::Error>;
+    /// Queue one copy of `copy_bytes`.
+    fn copy(&mut self, direction: CopyDirection) -> Result<(), Self::Error>;
+    /// Wait on the CPU until all queued work has finished.
+    fn finish(&mut self) -> Result<(), Self::Error>;
+}
+
+/// Which copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyDirection {
+    /// Pinned host → VRAM.
+    HostToDevice,
+    /// VRAM → pinned host.
+    DeviceToHost,
+    /// VRAM → VRAM.
+    DeviceToDevice,
+}
+
+/// Launches back to back for the submit cost (stays inside our rings without waiting).
+const SUBMIT_LAUNCHES: u32 = 5_000;
+/// Round trips for the end-to-end latency.
+const ROUND_TRIPS: u32 = 2_000;
+/// Launches for the throughput.
+const THROUGHPUT_LAUNCHES: u32 = 10_000;
+/// Repetitions of each bandwidth measurement (best is kept).
+const BANDWIDTH_RUNS: u32 = 5;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
-/// Run the benchmark on `nv:<index>`; `copy_bytes` sizes the bandwidth tests.
+/// Measure one side. `device` describes it in the report.
+pub fn measure<T: BenchTarget>(
+    target: &mut T,
+    device: String,
+    copy_bytes: u64,
+) -> Result<BenchReport, T::Error> {
+    // Warm up: first launches load the module, first copies fault in the mappings.
+    target.launch_empty()?;
+    target.copy(CopyDirection::HostToDevice)?;
+    target.finish()?;
+
+    let t0 = Instant::now();
+    for _ in 0..SUBMIT_LAUNCHES {
+        target.launch_empty()?;
+    }
+    let launch_submit_us = t0.elapsed().as_secs_f64() * 1e6 / f64::from(SUBMIT_LAUNCHES);
+    target.finish()?;
+
+    let mut round_trips = Vec::with_capacity(ROUND_TRIPS as usize);
+    for _ in 0..ROUND_TRIPS {
+        let t0 = Instant::now();
+        target.launch_empty()?;
+        target.finish()?;
+        round_trips.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+
+    let t0 = Instant::now();
+    for _ in 0..THROUGHPUT_LAUNCHES {
+        target.launch_empty()?;
+    }
+    target.finish()?;
+    let launches_per_second = f64::from(THROUGHPUT_LAUNCHES) / t0.elapsed().as_secs_f64();
+
+    let best_seconds = |target: &mut T, op: &dyn Fn(&mut T) -> Result<(), T::Error>| {
+        let mut best = f64::MAX;
+        for _ in 0..BANDWIDTH_RUNS {
+            let t0 = Instant::now();
+            op(target)?;
+            target.finish()?;
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        Ok::<f64, T::Error>(best)
+    };
+    let gbps = |seconds: f64| copy_bytes as f64 / seconds / 1e9;
+    let h2d = best_seconds(target, &|t| t.copy(CopyDirection::HostToDevice))?;
+    let d2h = best_seconds(target, &|t| t.copy(CopyDirection::DeviceToHost))?;
+    let d2d = best_seconds(target, &|t| t.copy(CopyDirection::DeviceToDevice))?;
+    let stream = best_seconds(target, &|t| t.launch_stream())?;
+    Ok(BenchReport {
+        device,
+        launch_submit_us,
+        launch_end_to_end_us: median(round_trips),
+        launches_per_second,
+        h2d_gbps: gbps(h2d),
+        d2h_gbps: gbps(d2h),
+        d2d_gbps: gbps(d2d),
+        stream_gbps: 2.0 * gbps(stream),
+    })
+}
+
+/// Grid for the streaming kernel: 8 blocks of 256 threads per SM.
+pub fn stream_grid(sm_count: u32) -> u32 {
+    sm_count.max(1) * 8
+}
+
+/// The stream kernel's element count (float4s) for `copy_bytes`.
+pub fn stream_elements(copy_bytes: u64) -> u64 {
+    copy_bytes / 16
+}
+
+/// Wait limit for one `finish`.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Our runtime as a [`BenchTarget`].
+struct Ours {
+    dev: NvDevice,
+    program: u64,
+    signal: u32,
+    value: u64,
+    host: NvBuffer,
+    a: NvBuffer,
+    b: NvBuffer,
+    copy_bytes: u64,
+    stream_args: Vec<u8>,
+}
+
+impl BenchTarget for Ours {
+    type Error = NvError;
+    fn launch_empty(&mut self) -> Result<(), NvError> {
+        self.dev.submit(&[NvCommand::Launch {
+            program: self.program,
+            kernel: "empty",
+            grid: [1, 1, 1],
+            block: [1, 1, 1],
+            dynamic_shared_bytes: 0,
+            args: &[],
+        }])
+    }
+    fn launch_stream(&mut self) -> Result<(), NvError> {
+        self.dev.submit(&[NvCommand::Launch {
+            program: self.program,
+            kernel: "stream_copy",
+            grid: [stream_grid(self.dev.sm_count()), 1, 1],
+            block: [256, 1, 1],
+            dynamic_shared_bytes: 0,
+            args: &self.stream_args,
+        }])
+    }
+    fn copy(&mut self, direction: CopyDirection) -> Result<(), NvError> {
+        let (src, dst) = match direction {
+            CopyDirection::HostToDevice => (self.host.va, self.a.va),
+            CopyDirection::DeviceToHost => (self.a.va, self.host.va),
+            CopyDirection::DeviceToDevice => (self.a.va, self.b.va),
+        };
+        self.dev.submit(&[NvCommand::Copy { src, dst, len: self.copy_bytes }])
+    }
+    fn finish(&mut self) -> Result<(), NvError> {
+        self.value += 1;
+        self.dev.submit(&[NvCommand::Signal { slot: self.signal, value: self.value }])?;
+        self.dev.wait_signal(self.signal, self.value, Instant::now() + TIMEOUT)
+    }
+}
+
+/// Measure our runtime on `nv:<index>`.
 pub fn run(index: u32, copy_bytes: u64) -> Result<BenchReport, NvError> {
     let mut dev = NvDevice::open(index)?;
     let nvrtc = Nvrtc::load()?;
     let cubin = nvrtc.compile_for_sm(KERNELS, "nv_suite.cu", dev.arch().sm(), &[])?;
     let program = dev.load_program(&cubin)?;
-    let sig = dev.create_signal()?;
-    let mut value = 0u64;
-    let empty = |_: ()| NvCommand::Launch {
-        program,
-        kernel: "empty".into(),
-        grid: [1, 1, 1],
-        block: [1, 1, 1],
-        dynamic_shared_bytes: 0,
-        args: vec![],
-    };
-
-    // Submit cost and end-to-end latency, one launch at a time.
-    let (mut submit, mut e2e) = (Vec::new(), Vec::new());
-    for _ in 0..2000 {
-        value += 1;
-        let t0 = Instant::now();
-        dev.submit(&[empty(()), NvCommand::Signal { slot: sig, value }])?;
-        let t1 = Instant::now();
-        dev.wait_signal(sig, value, Instant::now() + TIMEOUT)?;
-        submit.push((t1 - t0).as_secs_f64() * 1e6);
-        e2e.push(t0.elapsed().as_secs_f64() * 1e6);
-    }
-    // Throughput: 10,000 launches, one signal at the end.
-    let n = 10_000;
-    let t0 = Instant::now();
-    for _ in 0..n {
-        dev.submit(&[empty(())])?;
-    }
-    value += 1;
-    dev.submit(&[NvCommand::Signal { slot: sig, value }])?;
-    dev.wait_signal(sig, value, Instant::now() + TIMEOUT)?;
-    let launches_per_second = n as f64 / t0.elapsed().as_secs_f64();
-
+    let signal = dev.create_signal()?;
     let host = dev.alloc(copy_bytes, true)?;
     let a = dev.alloc(copy_bytes, false)?;
     let b = dev.alloc(copy_bytes, false)?;
-    let mut bandwidth = |dev: &mut NvDevice, src: u64, dst: u64| -> Result<f64, NvError> {
-        let mut best = f64::MAX;
-        for _ in 0..5 {
-            value += 1;
-            let t0 = Instant::now();
-            dev.submit(&[
-                NvCommand::Copy { src, dst, len: copy_bytes },
-                NvCommand::Signal { slot: sig, value },
-            ])?;
-            dev.wait_signal(sig, value, Instant::now() + TIMEOUT)?;
-            best = best.min(t0.elapsed().as_secs_f64());
+    let mut stream_args = Vec::with_capacity(24);
+    stream_args.extend(a.va.to_le_bytes());
+    stream_args.extend(b.va.to_le_bytes());
+    stream_args.extend(stream_elements(copy_bytes).to_le_bytes());
+    let device = format!(
+        "nv:{index} {:?} sm_{}, {} SMs, driver {}",
+        dev.arch(),
+        dev.arch().sm(),
+        dev.sm_count(),
+        dev.driver_version()
+    );
+    let mut ours = Ours { dev, program, signal, value: 0, host, a, b, copy_bytes, stream_args };
+    let report = measure(&mut ours, device, copy_bytes);
+    for buffer in [ours.host, ours.a, ours.b] {
+        ours.dev.free(buffer);
+    }
+    report
+}
+
+/// Measure the CUDA peer by running this executable again with `peer_args` (which must make
+/// it call [`crate::cuda_peer::run`] and print the report), and read its report.
+pub fn run_peer_process(peer_args: &[String]) -> Result<BenchReport, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
+    let mut command = std::process::Command::new(&exe);
+    command.args(peer_args);
+    // nv:N follows nvidia.ko's card order (PCI); make CUDA's ordinal N the same GPU.
+    if std::env::var_os("CUDA_DEVICE_ORDER").is_none() {
+        command.env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+    }
+    let output = command.output().map_err(|e| format!("running {}: {e}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "{} {} exited with {}: {} {}",
+            exe.display(),
+            peer_args.join(" "),
+            output.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    BenchReport::parse(&stdout).ok_or_else(|| format!("unreadable peer report:\n{stdout}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A target whose operations count themselves: checks what `measure` asks for.
+    #[derive(Default)]
+    struct Counting {
+        launches: u32,
+        streams: u32,
+        copies: [u32; 3],
+        finishes: u32,
+        pending: u32,
+    }
+
+    impl BenchTarget for Counting {
+        type Error = String;
+        fn launch_empty(&mut self) -> Result<(), String> {
+            self.launches += 1;
+            self.pending += 1;
+            Ok(())
         }
-        Ok(copy_bytes as f64 / best / 1e9)
-    };
-    let h2d_gbps = bandwidth(&mut dev, host.va, a.va)?;
-    let d2h_gbps = bandwidth(&mut dev, a.va, host.va)?;
-    let d2d_gbps = bandwidth(&mut dev, a.va, b.va)?;
-    let vec4 = copy_bytes / 16;
-    let mut args = Vec::new();
-    args.extend(a.va.to_le_bytes());
-    args.extend(b.va.to_le_bytes());
-    args.extend(vec4.to_le_bytes());
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        value += 1;
-        let t0 = Instant::now();
-        dev.submit(&[
-            NvCommand::Launch {
-                program,
-                kernel: "stream_copy".into(),
-                grid: [dev.sm_count().max(1) * 8, 1, 1],
-                block: [256, 1, 1],
-                dynamic_shared_bytes: 0,
-                args: args.clone(),
-            },
-            NvCommand::Signal { slot: sig, value },
-        ])?;
-        dev.wait_signal(sig, value, Instant::now() + TIMEOUT)?;
-        best = best.min(t0.elapsed().as_secs_f64());
+        fn launch_stream(&mut self) -> Result<(), String> {
+            self.streams += 1;
+            Ok(())
+        }
+        fn copy(&mut self, direction: CopyDirection) -> Result<(), String> {
+            self.copies[direction as usize] += 1;
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<(), String> {
+            self.finishes += 1;
+            self.pending = 0;
+            Ok(())
+        }
     }
-    let stream_gbps = 2.0 * copy_bytes as f64 / best / 1e9;
-    let report = BenchReport {
-        device: format!(
-            "nv:{index} {:?} sm_{} driver {}",
-            dev.arch(),
-            dev.arch().sm(),
-            dev.driver_version()
-        ),
-        launch_submit_us: median(submit),
-        launch_end_to_end_us: median(e2e),
-        launches_per_second,
-        h2d_gbps,
-        d2h_gbps,
-        d2d_gbps,
-        stream_gbps,
-    };
-    for buffer in [host, a, b] {
-        dev.free(buffer);
+
+    #[test]
+    fn both_sides_get_the_same_workload() {
+        let mut t = Counting::default();
+        let report = measure(&mut t, "counting".into(), 1 << 20).unwrap();
+        assert_eq!(t.launches, 1 + SUBMIT_LAUNCHES + ROUND_TRIPS + THROUGHPUT_LAUNCHES);
+        assert_eq!(t.streams, BANDWIDTH_RUNS);
+        assert_eq!(t.copies, [1 + BANDWIDTH_RUNS, BANDWIDTH_RUNS, BANDWIDTH_RUNS]);
+        assert_eq!(t.finishes, 1 + 1 + ROUND_TRIPS + 1 + 4 * BANDWIDTH_RUNS);
+        assert_eq!(t.pending, 0, "every launch is waited for");
+        assert!(report.launch_submit_us >= 0.0 && report.h2d_gbps > 0.0);
     }
-    Ok(report)
+
+    #[test]
+    fn errors_stop_the_measurement() {
+        struct Failing;
+        impl BenchTarget for Failing {
+            type Error = String;
+            fn launch_empty(&mut self) -> Result<(), String> {
+                Err("GPU gone".into())
+            }
+            fn launch_stream(&mut self) -> Result<(), String> {
+                Ok(())
+            }
+            fn copy(&mut self, _: CopyDirection) -> Result<(), String> {
+                Ok(())
+            }
+            fn finish(&mut self) -> Result<(), String> {
+                Ok(())
+            }
+        }
+        assert_eq!(measure(&mut Failing, "x".into(), 1).unwrap_err(), "GPU gone");
+    }
+
+    fn report(device: &str, scale: f64) -> BenchReport {
+        BenchReport {
+            device: device.into(),
+            launch_submit_us: 2.0 * scale,
+            launch_end_to_end_us: 9.5 * scale,
+            launches_per_second: 250_000.0 / scale,
+            h2d_gbps: 25.0 / scale,
+            d2h_gbps: 26.0 / scale,
+            d2d_gbps: 1400.0 / scale,
+            stream_gbps: 2900.0 / scale,
+        }
+    }
+
+    #[test]
+    fn report_text_round_trips() {
+        let r = report("nv:0 Hopper sm_90, 132 SMs, driver 580.105.08", 1.0);
+        assert_eq!(BenchReport::parse(&r.to_string()), Some(r));
+        assert_eq!(BenchReport::parse("device x\nlaunch_submit_us 1.0\n"), None);
+        assert_eq!(BenchReport::parse("device x\nlaunch_submit_us fast\n"), None);
+    }
+
+    #[test]
+    fn goals_and_ratios() {
+        let cuda = report("cuda", 1.0);
+        let mut ours = report("ours", 1.0);
+        ours.launch_submit_us = 0.9;
+        let met = Comparison { ours: ours.clone(), cuda: cuda.clone() };
+        assert!(met.goals_met());
+        assert!(met.to_string().contains("launch_submit_us"));
+        assert!(!met.to_string().contains("MISSED"));
+        ours.h2d_gbps = 0.9 * cuda.h2d_gbps;
+        let missed = Comparison { ours, cuda };
+        assert!(!missed.goals_met());
+        assert!(missed.to_string().contains("MISSED"));
+    }
 }

@@ -84,6 +84,30 @@ pub enum CubinError {
         /// Parameter block size.
         param_bytes: u32,
     },
+    /// A `.nv.info` attribute names a symbol the symbol table does not have.
+    #[error("{section}: attribute 0x{attr:02x} names symbol {index}, which does not exist")]
+    UnknownSymbol {
+        /// Section name.
+        section: String,
+        /// EIATTR number.
+        attr: u8,
+        /// Symbol index.
+        index: u32,
+    },
+    /// A kernel without `EIATTR_REGCOUNT`: its QMD cannot be built.
+    #[error("kernel {kernel}: the cubin gives no register count (EIATTR_REGCOUNT)")]
+    MissingRegisterCount {
+        /// Kernel name.
+        kernel: String,
+    },
+    /// A kernel's code or constant section is not part of the loadable image.
+    #[error("kernel {kernel}: section {section} is not an allocated PROGBITS section")]
+    NotLoaded {
+        /// Kernel name.
+        kernel: String,
+        /// Section name.
+        section: String,
+    },
     /// A relocation type the loader does not know.
     #[error("relocation type {r_type} in section {section} is not supported (only R_CUDA_64 = 2, 0x38, 0x39)")]
     UnsupportedRelocation {
@@ -122,8 +146,8 @@ pub struct KernelParam {
 pub struct CubinKernel {
     /// Symbol name (mangled unless `extern "C"`).
     pub name: String,
-    /// Index of the `.text.K` section.
-    pub text_section: usize,
+    /// Offset of the kernel's first instruction (`.text.K`) in the loadable image.
+    pub code_offset: u64,
     /// Code size in bytes.
     pub code_bytes: u64,
     /// Registers per thread (`EIATTR_REGCOUNT`).
@@ -136,8 +160,8 @@ pub struct CubinKernel {
     pub param_bytes: u32,
     /// Size of `.nv.constant0.K` (0 if absent).
     pub constant0_bytes: u32,
-    /// Index of `.nv.constant0.K`, if present.
-    pub constant0_section: Option<usize>,
+    /// Offset of `.nv.constant0.K` (the cbuf0 template) in the loadable image, if present.
+    pub constant0_offset: Option<u64>,
     /// Size of `.nv.shared.K` (static shared memory, as the section states it).
     pub shared_bytes: u32,
     /// Per-thread local memory (stack/frame) in bytes.
@@ -146,13 +170,15 @@ pub struct CubinKernel {
     pub max_threads: Option<[u32; 3]>,
 }
 
-/// A parsed cubin.
+/// A parsed cubin: its kernels and the image to upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cubin {
     /// SM version from `e_flags` (80, 86, 89, 90, …).
     pub sm: u32,
     /// The kernels, in section order.
     pub kernels: Vec<CubinKernel>,
+    /// The loadable image, relocated at upload time by [`Image::at`].
+    pub image: Image,
 }
 
 /// One `.nv.info` record.
@@ -216,10 +242,130 @@ fn u16_at(section: &str, attr: u8, p: &[u8], off: usize) -> Result<u16, CubinErr
     )
 }
 
+/// How a relocation writes the target address into the image (reference §2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelocationKind {
+    /// `R_CUDA_64` (2): the absolute 64-bit address.
+    Absolute64,
+    /// 0x38: the low 32 bits, into the upper word of a 64-bit instruction slot.
+    Low32InUpperWord,
+    /// 0x39: the high 32 bits, into the upper word of a 64-bit instruction slot.
+    High32InUpperWord,
+}
+
+impl RelocationKind {
+    fn from_elf(r_type: u32) -> Option<RelocationKind> {
+        match r_type {
+            2 => Some(RelocationKind::Absolute64),
+            0x38 => Some(RelocationKind::Low32InUpperWord),
+            0x39 => Some(RelocationKind::High32InUpperWord),
+            _ => None,
+        }
+    }
+}
+
+/// One relocation, resolved against the image layout: at `at`, write `base + target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relocation {
+    /// Offset in the image of the 8-byte slot patched (checked to lie inside it).
+    pub at: usize,
+    /// How the address is written.
+    pub kind: RelocationKind,
+    /// Image offset the address points at (symbol + addend).
+    pub target: u64,
+}
+
+/// A cubin laid out for upload: every allocated PROGBITS section at a 128-byte aligned offset,
+/// ≥4 KiB of zero slack after the last code (instruction prefetch reads ahead, reference
+/// §2.5), and the relocations to apply once the GPU address is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Unrelocated bytes.
+    pub bytes: Vec<u8>,
+    /// Offset in `bytes` of each loaded section, by ELF section index.
+    pub section_offsets: BTreeMap<usize, u64>,
+    /// Relocations, all inside `bytes`.
+    pub relocations: Vec<Relocation>,
+}
+
+/// Prefetch slack after the image.
+pub const IMAGE_SLACK: usize = 0x1000;
+
+impl Image {
+    /// The image relocated for the GPU address `base`.
+    pub fn at(&self, base: u64) -> Vec<u8> {
+        let mut bytes = self.bytes.clone();
+        for r in &self.relocations {
+            let value = base.wrapping_add(r.target);
+            // `at + 8 <= len` was checked when the relocation was parsed.
+            let slot = &mut bytes[r.at..r.at + 8];
+            match r.kind {
+                RelocationKind::Absolute64 => slot.copy_from_slice(&value.to_le_bytes()),
+                RelocationKind::Low32InUpperWord => {
+                    slot[4..].copy_from_slice(&(value as u32).to_le_bytes())
+                }
+                RelocationKind::High32InUpperWord => {
+                    slot[4..].copy_from_slice(&((value >> 32) as u32).to_le_bytes())
+                }
+            }
+        }
+        bytes
+    }
+}
+
+type Elf<'a> = ElfFile64<'a, object::Endianness>;
+
+/// Lay out the allocated PROGBITS sections and resolve relocations (not yet applied).
+fn layout_image(elf: &Elf<'_>) -> Result<Image, CubinError> {
+    let endian = elf.endian();
+    let mut bytes = Vec::new();
+    let mut section_offsets = BTreeMap::new();
+    for section in elf.sections() {
+        let sh = section.elf_section_header();
+        let alloc = sh.sh_flags(endian) & u64::from(object::elf::SHF_ALLOC) != 0;
+        if !alloc || sh.sh_type(endian) != object::elf::SHT_PROGBITS {
+            continue;
+        }
+        let offset = bytes.len().next_multiple_of(128);
+        bytes.resize(offset, 0);
+        bytes.extend_from_slice(section.data().map_err(elf_err)?);
+        section_offsets.insert(section.index().0, offset as u64);
+    }
+    bytes.resize(bytes.len() + IMAGE_SLACK, 0);
+
+    let mut relocations = Vec::new();
+    for section in elf.sections() {
+        let Some(&section_offset) = section_offsets.get(&section.index().0) else { continue };
+        let section_name = section.name().unwrap_or("?");
+        for (offset, reloc) in section.relocations() {
+            let bad = || CubinError::BadRelocation { section: section_name.to_string(), offset };
+            let RelocationFlags::Elf { r_type } = reloc.flags() else { return Err(bad()) };
+            let kind = RelocationKind::from_elf(r_type).ok_or_else(|| {
+                CubinError::UnsupportedRelocation { section: section_name.to_string(), r_type }
+            })?;
+            let object::RelocationTarget::Symbol(sym_index) = reloc.target() else {
+                return Err(bad());
+            };
+            let symbol = elf.symbol_by_index(sym_index).map_err(|_| bad())?;
+            let sym_section = symbol.section_index().ok_or_else(bad)?;
+            let sym_offset = section_offsets.get(&sym_section.0).ok_or_else(bad)?;
+            let target =
+                sym_offset.wrapping_add(symbol.address()).wrapping_add(reloc.addend() as u64);
+            let at = section_offset
+                .checked_add(offset)
+                .and_then(|at| usize::try_from(at).ok())
+                .filter(|&at| at.checked_add(8).is_some_and(|end| end <= bytes.len()))
+                .ok_or_else(bad)?;
+            relocations.push(Relocation { at, kind, target });
+        }
+    }
+    Ok(Image { bytes, section_offsets, relocations })
+}
+
 impl Cubin {
-    /// Parse a cubin.
+    /// Parse a cubin: kernels, their metadata, and the loadable image.
     pub fn parse(data: &[u8]) -> Result<Cubin, CubinError> {
-        let elf = ElfFile64::<object::Endianness>::parse(data).map_err(elf_err)?;
+        let elf = Elf::parse(data).map_err(elf_err)?;
         let endian = elf.endian();
         let header = elf.elf_header();
         let machine = header.e_machine(endian);
@@ -227,21 +373,22 @@ impl Cubin {
             return Err(CubinError::NotCuda(machine));
         }
         let sm = header.e_flags(endian) & 0xFF;
+        let image = layout_image(&elf)?;
 
-        let symbol_name = |index: u32| -> Option<String> {
+        let symbol_name = |section: &str, attr: u8, index: u32| -> Result<String, CubinError> {
             elf.symbol_by_index(SymbolIndex(index as usize))
                 .ok()
                 .and_then(|s| s.name().ok().map(str::to_string))
+                .ok_or(CubinError::UnknownSymbol { section: section.to_string(), attr, index })
         };
 
         // Global .nv.info: per-kernel attributes keyed by symbol name.
         let mut registers: BTreeMap<String, u32> = BTreeMap::new();
         let mut local: BTreeMap<String, u32> = BTreeMap::new();
-        let mut sections_by_name: BTreeMap<String, (usize, u64, bool)> = BTreeMap::new();
+        let mut sections_by_name: BTreeMap<String, (usize, u64)> = BTreeMap::new();
         for section in elf.sections() {
             let name = section.name().map_err(elf_err)?.to_string();
-            let is_nobits = section.elf_section_header().sh_type(endian) == object::elf::SHT_NOBITS;
-            sections_by_name.insert(name.clone(), (section.index().0, section.size(), is_nobits));
+            sections_by_name.insert(name.clone(), (section.index().0, section.size()));
             if name == ".nv.info" {
                 let data = section.data().map_err(elf_err)?;
                 for record in parse_info(&name, data)? {
@@ -249,17 +396,14 @@ impl Cubin {
                         eiattr::REGCOUNT => {
                             let sym = u32_at(&name, record.attr, record.payload, 0)?;
                             let regs = u32_at(&name, record.attr, record.payload, 4)?;
-                            if let Some(kernel) = symbol_name(sym) {
-                                registers.insert(kernel, regs);
-                            }
+                            registers.insert(symbol_name(&name, record.attr, sym)?, regs);
                         }
                         eiattr::MIN_STACK_SIZE | eiattr::FRAME_SIZE | eiattr::MAX_STACK_SIZE => {
                             let sym = u32_at(&name, record.attr, record.payload, 0)?;
                             let bytes = u32_at(&name, record.attr, record.payload, 4)?;
-                            if let Some(kernel) = symbol_name(sym) {
-                                let entry = local.entry(kernel).or_insert(0);
-                                *entry = (*entry).max(bytes);
-                            }
+                            let entry =
+                                local.entry(symbol_name(&name, record.attr, sym)?).or_insert(0);
+                            *entry = (*entry).max(bytes);
                         }
                         _ => {}
                     }
@@ -271,33 +415,45 @@ impl Cubin {
         for section in elf.sections() {
             let name = section.name().map_err(elf_err)?;
             let Some(kernel) = name.strip_prefix(".text.") else { continue };
+            let not_loaded = |section: &str| CubinError::NotLoaded {
+                kernel: kernel.to_string(),
+                section: section.to_string(),
+            };
+            let code_offset =
+                *image.section_offsets.get(&section.index().0).ok_or_else(|| not_loaded(name))?;
+            let registers = *registers
+                .get(kernel)
+                .ok_or_else(|| CubinError::MissingRegisterCount { kernel: kernel.to_string() })?;
             let mut k = CubinKernel {
                 name: kernel.to_string(),
-                text_section: section.index().0,
+                code_offset,
                 code_bytes: section.size(),
-                registers: registers.get(kernel).copied().unwrap_or(0),
+                registers,
                 params: Vec::new(),
                 param_base: 0,
                 param_bytes: 0,
                 constant0_bytes: 0,
-                constant0_section: None,
+                constant0_offset: None,
                 shared_bytes: 0,
                 local_bytes: local.get(kernel).copied().unwrap_or(0),
                 max_threads: None,
             };
-            if let Some(&(index, size, _)) =
-                sections_by_name.get(&format!(".nv.constant0.{kernel}"))
-            {
-                k.constant0_section = Some(index);
+            let constant0_name = format!(".nv.constant0.{kernel}");
+            if let Some(&(index, size)) = sections_by_name.get(&constant0_name) {
+                let offset = *image
+                    .section_offsets
+                    .get(&index)
+                    .ok_or_else(|| not_loaded(&constant0_name))?;
+                k.constant0_offset = Some(offset);
                 k.constant0_bytes = u32::try_from(size)
                     .map_err(|_| CubinError::Elf("constant bank too large".into()))?;
             }
-            if let Some(&(_, size, _)) = sections_by_name.get(&format!(".nv.shared.{kernel}")) {
+            if let Some(&(_, size)) = sections_by_name.get(&format!(".nv.shared.{kernel}")) {
                 k.shared_bytes = u32::try_from(size)
                     .map_err(|_| CubinError::Elf("shared section too large".into()))?;
             }
             let info_name = format!(".nv.info.{kernel}");
-            if let Some(&(index, _, _)) = sections_by_name.get(&info_name) {
+            if let Some(&(index, _)) = sections_by_name.get(&info_name) {
                 let info = elf.section_by_index(SectionIndex(index)).map_err(elf_err)?;
                 let data = info.data().map_err(elf_err)?;
                 for record in parse_info(&info_name, data)? {
@@ -346,97 +502,21 @@ impl Cubin {
             }
             kernels.push(k);
         }
-        Ok(Cubin { sm, kernels })
+        Ok(Cubin { sm, kernels, image })
     }
 
     /// The kernel named `name`.
     pub fn kernel(&self, name: &str) -> Option<&CubinKernel> {
         self.kernels.iter().find(|k| k.name == name)
     }
-}
 
-/// A cubin laid out for upload: every allocated PROGBITS section at a 128-byte aligned offset,
-/// relocations applied for the image's GPU address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadedImage {
-    /// Bytes to copy to the GPU at `base`, with ≥4 KiB of zero slack after the last code
-    /// (instruction prefetch reads ahead, reference §2.5).
-    pub bytes: Vec<u8>,
-    /// GPU address the image was relocated for.
-    pub base: u64,
-    /// Offset in `bytes` of each loaded section, by ELF section index.
-    pub section_offsets: BTreeMap<usize, u64>,
-}
-
-/// Prefetch slack after the image.
-pub const IMAGE_SLACK: usize = 0x1000;
-
-/// Lay out and relocate a cubin for the GPU address `base`.
-pub fn load_image(data: &[u8], base: u64) -> Result<LoadedImage, CubinError> {
-    let elf = ElfFile64::<object::Endianness>::parse(data).map_err(elf_err)?;
-    let endian = elf.endian();
-    let mut bytes = Vec::new();
-    let mut section_offsets = BTreeMap::new();
-    for section in elf.sections() {
-        let sh = section.elf_section_header();
-        let alloc = sh.sh_flags(endian) & u64::from(object::elf::SHF_ALLOC) != 0;
-        if !alloc || sh.sh_type(endian) != object::elf::SHT_PROGBITS {
-            continue;
-        }
-        let offset = bytes.len().next_multiple_of(128);
-        bytes.resize(offset, 0);
-        bytes.extend_from_slice(section.data().map_err(elf_err)?);
-        section_offsets.insert(section.index().0, offset as u64);
+    /// A kernel's cbuf0 template (`.nv.constant0.K` as loaded), empty if it has none.
+    pub fn constant0_template(&self, kernel: &CubinKernel) -> &[u8] {
+        let Some(offset) = kernel.constant0_offset else { return &[] };
+        let start = offset as usize;
+        // The section was copied whole into the image at `offset`, so the range is inside.
+        &self.image.bytes[start..start + kernel.constant0_bytes as usize]
     }
-    bytes.resize(bytes.len() + IMAGE_SLACK, 0);
-
-    for section in elf.sections() {
-        let Some(&target) = section_offsets.get(&section.index().0) else { continue };
-        let section_name = section.name().unwrap_or("?").to_string();
-        for (offset, reloc) in section.relocations() {
-            let RelocationFlags::Elf { r_type } = reloc.flags() else {
-                return Err(CubinError::BadRelocation { section: section_name, offset });
-            };
-            let bad = || CubinError::BadRelocation { section: section_name.clone(), offset };
-            let object::RelocationTarget::Symbol(sym_index) = reloc.target() else {
-                return Err(bad());
-            };
-            let symbol = elf.symbol_by_index(sym_index).map_err(|_| bad())?;
-            let sym_section = symbol.section_index().ok_or_else(bad)?;
-            let sym_base = section_offsets.get(&sym_section.0).ok_or_else(bad)?;
-            let value = base
-                .wrapping_add(*sym_base)
-                .wrapping_add(symbol.address())
-                .wrapping_add(reloc.addend() as u64);
-            let at = target
-                .checked_add(offset)
-                .and_then(|at| usize::try_from(at).ok())
-                .filter(|&at| at <= usize::MAX - 8)
-                .ok_or_else(bad)?;
-            match r_type {
-                // R_CUDA_64: absolute 64-bit address.
-                2 => {
-                    bytes.get_mut(at..at + 8).ok_or_else(bad)?.copy_from_slice(&value.to_le_bytes())
-                }
-                // Low / high 32 bits into the upper word of a 64-bit instruction slot.
-                0x38 => bytes
-                    .get_mut(at + 4..at + 8)
-                    .ok_or_else(bad)?
-                    .copy_from_slice(&(value as u32).to_le_bytes()),
-                0x39 => bytes
-                    .get_mut(at + 4..at + 8)
-                    .ok_or_else(bad)?
-                    .copy_from_slice(&((value >> 32) as u32).to_le_bytes()),
-                other => {
-                    return Err(CubinError::UnsupportedRelocation {
-                        section: section_name,
-                        r_type: other,
-                    })
-                }
-            }
-        }
-    }
-    Ok(LoadedImage { bytes, base, section_offsets })
 }
 
 #[cfg(test)]
@@ -486,6 +566,8 @@ mod tests {
         h[52] = 64; // e_ehsize
         assert_eq!(Cubin::parse(&h), Err(CubinError::NotCuda(62)));
         h[18] = 190;
-        assert_eq!(Cubin::parse(&h), Ok(Cubin { sm: 0, kernels: vec![] }));
+        let empty = Cubin::parse(&h).unwrap();
+        assert_eq!((empty.sm, empty.kernels.len()), (0, 0));
+        assert_eq!(empty.image.bytes.len(), IMAGE_SLACK);
     }
 }

@@ -5,7 +5,7 @@
 //! is the first thing to run on an H100 (see bench/nv_gpu_suite.sh).
 
 use crate::arch::Arch;
-use crate::cubin::{load_image, Cubin, CubinKernel};
+use crate::cubin::{Cubin, CubinKernel};
 use crate::launch::{build_cbuf0, build_qmd, QmdLaunch, LOCAL_WINDOW_BASE, SHARED_WINDOW_BASE};
 use crate::pushbuf::{compute, gpfifo_entry, host, subchannel, PushBuffer};
 use crate::rm::client::{RmClient, RmError};
@@ -46,9 +46,10 @@ pub struct NvBuffer {
     pub host: bool,
 }
 
-/// A unit of work (the runtime's commands with addresses resolved).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NvCommand {
+/// A unit of work (the runtime's commands with addresses resolved). Borrows the kernel name and
+/// argument block so that a launch costs no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NvCommand<'a> {
     /// Copy between GPU VAs on the copy engine.
     Copy {
         /// Source VA.
@@ -63,15 +64,15 @@ pub enum NvCommand {
         /// Program id from [`NvDevice::load_program`].
         program: u64,
         /// Kernel name.
-        kernel: String,
+        kernel: &'a str,
         /// Grid.
         grid: [u32; 3],
         /// Block.
         block: [u32; 3],
         /// Dynamic shared memory bytes.
         dynamic_shared_bytes: u32,
-        /// Argument block.
-        args: Vec<u8>,
+        /// Argument block, the kernel's `param_bytes` long.
+        args: &'a [u8],
     },
     /// Release a signal slot with a value.
     Signal {
@@ -139,8 +140,6 @@ struct Channel {
 struct Program {
     image: NvBuffer,
     cubin: Cubin,
-    bytes: Vec<u8>,
-    section_offsets: BTreeMap<usize, u64>,
 }
 
 /// An open NVIDIA GPU.
@@ -449,11 +448,18 @@ impl NvDevice {
         let handle =
             self.client.alloc(self.h_device, 0, class::NV01_MEMORY_LOCAL_USER, Some(&mut p))?;
         let va = self.reserve_va(size, cpu_visible);
+        let buffer = NvBuffer { handle, va, size, host: cpu_visible };
         if cpu_visible {
-            self.client.map_to_cpu(self.minor, self.h_device, handle, size, Some(va), 0)?;
+            if let Err(e) =
+                self.client.map_to_cpu(self.minor, self.h_device, handle, size, Some(va), 0)
+            {
+                // Nothing of ours is mapped at `va` (it may be someone else's): no munmap.
+                self.free(NvBuffer { host: false, ..buffer });
+                return Err(e.into());
+            }
         }
-        self.uvm_map(va, size, handle)?;
-        Ok(NvBuffer { handle, va, size, host: cpu_visible })
+        let mapped = self.uvm_map(va, size, handle);
+        self.undo_on_error(buffer, mapped)
     }
 
     fn alloc_notifier(&mut self, size: u64) -> Result<u32, NvError> {
@@ -483,30 +489,33 @@ impl NvDevice {
         }
         let size = size.next_multiple_of(0x1000);
         let va = self.reserve_va(size, true);
-        // SAFETY: anonymous shared memory at a VA from our own reserved window (nothing else is
-        // mapped there by us); GPU VA == CPU VA for host-visible buffers.
-        let ptr = unsafe {
-            libc::mmap(
-                va as *mut libc::c_void,
-                size as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(RmError::Mmap {
-                call: "host buffer".into(),
-                source: std::io::Error::last_os_error(),
-            }
-            .into());
-        }
+        // GPU VA == CPU VA for host-visible buffers.
+        crate::rm::client::mmap_at(Some(va), size, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)
+            .map_err(|source| RmError::Mmap { call: "host buffer".into(), source })?;
         let handle = self.next_handle;
         self.next_handle += 1;
-        self.client.alloc_os_descriptor(&self.gpu_fd, self.h_device, handle, va, size)?;
-        self.uvm_map(va, size, handle)?;
-        Ok(NvBuffer { handle, va, size, host: true })
+        let buffer = NvBuffer { handle, va, size, host: true };
+        let registered = self
+            .client
+            .alloc_os_descriptor(&self.gpu_fd, self.h_device, handle, va, size)
+            .map_err(NvError::from)
+            .and_then(|_| self.uvm_map(va, size, handle));
+        self.undo_on_error(buffer, registered)
+    }
+
+    /// `buffer` if `result` is Ok; otherwise release what of it exists and pass the error on.
+    fn undo_on_error(
+        &mut self,
+        buffer: NvBuffer,
+        result: Result<(), NvError>,
+    ) -> Result<NvBuffer, NvError> {
+        match result {
+            Ok(()) => Ok(buffer),
+            Err(e) => {
+                self.free(buffer);
+                Err(e)
+            }
+        }
     }
 
     /// Free a buffer.
@@ -559,33 +568,46 @@ impl NvDevice {
         if cubin.sm != self.arch.sm() {
             return Err(NvError::WrongSm { cubin: cubin.sm, device: self.arch.sm() });
         }
-        let size = load_image(image, 0)?.bytes.len() as u64;
+        let size = cubin.image.bytes.len() as u64;
         let buffer = self.alloc(size, false)?;
-        let loaded = load_image(image, buffer.va)?;
-        let staging = self.alloc(size, true)?;
-        self.write_host(&staging, 0, &loaded.bytes)?;
+        let staging = match self.alloc(size, true) {
+            Ok(staging) => staging,
+            Err(e) => {
+                self.free(buffer);
+                return Err(e);
+            }
+        };
+        let uploaded = self.upload(&staging, &buffer, &cubin.image.at(buffer.va));
+        match uploaded {
+            Ok(()) => self.free(staging),
+            // The copy may still be running: leak both buffers rather than free them under it.
+            Err(e @ NvError::Timeout { .. }) => return Err(e),
+            Err(e) => {
+                self.free(staging);
+                self.free(buffer);
+                return Err(e);
+            }
+        }
+        let id = self.next_program;
+        self.next_program += 1;
+        self.programs.insert(id, Program { image: buffer, cubin });
+        Ok(id)
+    }
+
+    /// Copy `bytes` to the device buffer `dst` through the host-visible `staging` and wait.
+    fn upload(&mut self, staging: &NvBuffer, dst: &NvBuffer, bytes: &[u8]) -> Result<(), NvError> {
+        self.write_host(staging, 0, bytes)?;
         let done = self.create_signal()?;
         let result = self
             .submit(&[
-                NvCommand::Copy { src: staging.va, dst: buffer.va, len: size },
+                NvCommand::Copy { src: staging.va, dst: dst.va, len: bytes.len() as u64 },
                 NvCommand::Signal { slot: done, value: 1 },
             ])
-            .and_then(|_| self.wait_signal(done, 1, Instant::now() + INTERNAL_TIMEOUT));
-        self.destroy_signal(done);
-        self.free(staging);
-        result?;
-        let id = self.next_program;
-        self.next_program += 1;
-        self.programs.insert(
-            id,
-            Program {
-                image: buffer,
-                cubin,
-                bytes: loaded.bytes,
-                section_offsets: loaded.section_offsets,
-            },
-        );
-        Ok(id)
+            .and_then(|()| self.wait_signal(done, 1, Instant::now() + INTERNAL_TIMEOUT));
+        if !matches!(result, Err(NvError::Timeout { .. })) {
+            self.destroy_signal(done);
+        }
+        result
     }
 
     /// A kernel's metadata.
@@ -682,19 +704,19 @@ impl NvDevice {
     /// Encode and submit commands. They run in order with each other and after everything
     /// submitted before, across the compute and copy channels (a semaphore hand-off at every
     /// channel change).
-    pub fn submit(&mut self, commands: &[NvCommand]) -> Result<(), NvError> {
+    pub fn submit(&mut self, commands: &[NvCommand<'_>]) -> Result<(), NvError> {
         self.submit_inner(commands, self.last_channel)
     }
 
     /// Like [`NvDevice::submit`], but not ordered after earlier submissions: lets a copy run
     /// while a previously submitted kernel is still executing. Order with signals if needed.
-    pub fn submit_concurrent(&mut self, commands: &[NvCommand]) -> Result<(), NvError> {
+    pub fn submit_concurrent(&mut self, commands: &[NvCommand<'_>]) -> Result<(), NvError> {
         self.submit_inner(commands, None)
     }
 
     fn submit_inner(
         &mut self,
-        commands: &[NvCommand],
+        commands: &[NvCommand<'_>],
         mut last: Option<usize>,
     ) -> Result<(), NvError> {
         let mut pbs = [PushBuffer::new(), PushBuffer::new()];
@@ -751,26 +773,16 @@ impl NvDevice {
     ) -> Result<u64, NvError> {
         let arch = self.arch;
         let p = self.programs.get(&program).ok_or(NvError::NoSuchProgram { program })?;
-        let k = p
-            .cubin
-            .kernel(name)
-            .ok_or_else(|| NvError::NoSuchKernel { name: name.to_string() })?
-            .clone();
+        let k =
+            p.cubin.kernel(name).ok_or_else(|| NvError::NoSuchKernel { name: name.to_string() })?;
         if k.local_bytes > 0 {
             return Err(NvError::LocalMemoryUnsupported {
                 kernel: k.name.clone(),
                 bytes: k.local_bytes,
             });
         }
-        let template = match k.constant0_section.and_then(|s| p.section_offsets.get(&s)) {
-            Some(&off) => {
-                p.bytes[off as usize..(off + u64::from(k.constant0_bytes)) as usize].to_vec()
-            }
-            None => Vec::new(),
-        };
-        let program_address =
-            p.image.va + p.section_offsets.get(&k.text_section).copied().unwrap_or(0);
-        let cb = build_cbuf0(arch, &k, &template, grid, block, args)?;
+        let program_address = p.image.va + k.code_offset;
+        let cb = build_cbuf0(arch, k, p.cubin.constant0_template(k), grid, block, args)?;
         let qmd_off = (cb.len() as u64).next_multiple_of(256);
         let total = qmd_off + arch.qmd_version().size_bytes() as u64;
         let seq = self.channels[COMPUTE].seq + 1;
@@ -785,7 +797,7 @@ impl NvDevice {
         )?;
         let qmd = build_qmd(
             arch,
-            &k,
+            k,
             &QmdLaunch {
                 program_address,
                 cbuf0_address: va,

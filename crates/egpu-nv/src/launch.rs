@@ -250,14 +250,14 @@ mod tests {
     fn kernel(param_bytes: u32, base: u32) -> CubinKernel {
         CubinKernel {
             name: "k".into(),
-            text_section: 1,
+            code_offset: 0,
             code_bytes: 256,
             registers: 16,
             params: vec![],
             param_base: base,
             param_bytes,
             constant0_bytes: base + param_bytes,
-            constant0_section: None,
+            constant0_offset: None,
             shared_bytes: 0x500,
             local_bytes: 0,
             max_threads: None,

@@ -13,6 +13,8 @@ pub mod arch;
 pub mod bench;
 pub mod cubin;
 #[cfg(target_os = "linux")]
+pub mod cuda_peer;
+#[cfg(target_os = "linux")]
 pub mod device;
 pub mod gpu;
 pub mod launch;

@@ -1,9 +1,10 @@
 //! NVRTC, loaded at run time: CUDA C → CUBIN for a given `sm_XX`, with an on-disk cache.
 //!
-//! Where NVRTC is looked for, in order: `EGPU_NVRTC` (the library file or its folder); the
-//! Python site-packages of `python3` (PyPI wheels `nvidia-cuda-nvrtc-cu12` →
-//! `nvidia/cuda_nvrtc/lib/libnvrtc.so.12`, `nvidia-cuda-nvrtc` 13.x → `nvidia/cu13/lib/…`);
-//! `CUDA_HOME`/`CUDA_PATH`, `/usr/local/cuda*/lib64`; finally the dynamic loader's search path.
+//! Where NVRTC is looked for, in order: `EGPU_NVRTC` (the library file or its folder);
+//! `CUDA_HOME`/`CUDA_PATH`, `/usr/local/cuda*/lib64`; the dynamic loader's search path; finally
+//! the Python site-packages of `python3` (PyPI wheels `nvidia-cuda-nvrtc-cu12` →
+//! `nvidia/cuda_nvrtc/lib/libnvrtc.so.12`, `nvidia-cuda-nvrtc` 13.x → `nvidia/cu13/lib/…`),
+//! asked only when nothing before it loads.
 //! Reference nv-driver.md §5.
 
 use libloading::Library;
@@ -113,29 +114,18 @@ impl std::fmt::Debug for Nvrtc {
     }
 }
 
-/// Candidate library paths/names, most specific first.
-pub fn candidates() -> Vec<PathBuf> {
+/// Library paths/names to try before asking Python: `EGPU_NVRTC`, CUDA installs, then the
+/// dynamic loader's own search path.
+fn direct_candidates() -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(value) = std::env::var_os(NVRTC_ENV) {
         let p = PathBuf::from(value);
         if p.is_dir() {
-            for name in ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"] {
+            for name in SONAMES {
                 out.push(p.join(name));
             }
         } else {
             out.push(p);
-        }
-    }
-    for dir in python_site_dirs() {
-        for rel in [
-            "nvidia/cuda_nvrtc/lib/libnvrtc.so.12",
-            "nvidia/cu13/lib/libnvrtc.so.13",
-            "nvidia/cuda_nvrtc/lib/libnvrtc.so.13",
-        ] {
-            let p = dir.join(rel);
-            if p.exists() {
-                out.push(p);
-            }
         }
     }
     let mut cuda_dirs: Vec<PathBuf> = ["CUDA_HOME", "CUDA_PATH"]
@@ -156,7 +146,7 @@ pub fn candidates() -> Vec<PathBuf> {
         cuda_dirs.extend(found);
     }
     for dir in cuda_dirs {
-        for name in ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"] {
+        for name in SONAMES {
             let p = dir.join(name);
             if p.exists() {
                 out.push(p);
@@ -164,8 +154,27 @@ pub fn candidates() -> Vec<PathBuf> {
         }
     }
     // Bare sonames: the dynamic loader's own search path.
-    for name in ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"] {
-        out.push(PathBuf::from(name));
+    out.extend(SONAMES.iter().map(PathBuf::from));
+    out
+}
+
+/// NVRTC sonames, newest first.
+const SONAMES: [&str; 3] = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"];
+
+/// NVRTC inside Python's site-packages (the PyPI wheels), found by asking `python3`.
+fn python_candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in python_site_dirs() {
+        for rel in [
+            "nvidia/cuda_nvrtc/lib/libnvrtc.so.12",
+            "nvidia/cu13/lib/libnvrtc.so.13",
+            "nvidia/cuda_nvrtc/lib/libnvrtc.so.13",
+        ] {
+            let p = dir.join(rel);
+            if p.exists() {
+                out.push(p);
+            }
+        }
     }
     out
 }
@@ -186,20 +195,34 @@ fn python_site_dirs() -> Vec<PathBuf> {
 }
 
 impl Nvrtc {
-    /// Load the first NVRTC found (see the module docs for the search order).
+    /// Load the first NVRTC found (see the module docs for the search order). Python is only
+    /// started when no other candidate loads.
     pub fn load() -> Result<Nvrtc, NvrtcError> {
         let mut tried = Vec::new();
-        for candidate in candidates() {
+        for stage in [direct_candidates as fn() -> Vec<PathBuf>, python_candidates] {
+            if let Some(nvrtc) = Nvrtc::load_first(&stage(), &mut tried)? {
+                return Ok(nvrtc);
+            }
+        }
+        Err(NvrtcError::NotFound { tried: tried.join(", ") })
+    }
+
+    /// The first of `candidates` that loads, recording the ones that do not in `tried`.
+    fn load_first(
+        candidates: &[PathBuf],
+        tried: &mut Vec<String>,
+    ) -> Result<Option<Nvrtc>, NvrtcError> {
+        for candidate in candidates {
             // SAFETY: loading NVRTC runs its initialisers; it is a plain C library without
             // unusual load-time side effects.
-            match unsafe { Library::new(&candidate) } {
+            match unsafe { Library::new(candidate) } {
                 Ok(library) => {
-                    return Nvrtc::from_library(library, candidate.display().to_string())
+                    return Nvrtc::from_library(library, candidate.display().to_string()).map(Some)
                 }
                 Err(_) => tried.push(candidate.display().to_string()),
             }
         }
-        Err(NvrtcError::NotFound { tried: tried.join(", ") })
+        Ok(None)
     }
 
     /// Load NVRTC from an explicit path.
@@ -348,9 +371,22 @@ impl Nvrtc {
         sm: u32,
         extra: &[String],
     ) -> Result<Vec<u8>, NvrtcError> {
+        self.compile_cached(source, name, sm, extra, &cache_dir())
+    }
+
+    /// Compile for `sm_XX` through the cache folder `dir`: a file named by [`cache_key`] of
+    /// source, options and compiler version.
+    pub fn compile_cached(
+        &self,
+        source: &str,
+        name: &str,
+        sm: u32,
+        extra: &[String],
+        dir: &Path,
+    ) -> Result<Vec<u8>, NvrtcError> {
         let mut options = vec![format!("--gpu-architecture=sm_{sm}")];
         options.extend_from_slice(extra);
-        let dir = cache_dir();
+        let dir = dir.to_path_buf();
         let key = cache_key(source, &options, self.version);
         let path = dir.join(format!("{key}.cubin"));
         if let Ok(bytes) = std::fs::read(&path) {

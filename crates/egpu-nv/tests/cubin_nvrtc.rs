@@ -2,7 +2,7 @@
 //! sm_80/86/89/90. Skips with a message when NVRTC is not installed.
 
 use egpu_nv::arch::Arch;
-use egpu_nv::cubin::{load_image, Cubin};
+use egpu_nv::cubin::{Cubin, IMAGE_SLACK};
 use egpu_nv::launch::{build_cbuf0, build_qmd, QmdLaunch};
 use egpu_nv::nvrtc::Nvrtc;
 use egpu_nv::qmd::QmdField;
@@ -97,24 +97,29 @@ fn image_loads_and_builds_a_launch() {
     let Some(nvrtc) = nvrtc() else { return };
     let bytes = compile(&nvrtc, 90);
     let cubin = Cubin::parse(&bytes).unwrap();
-    let image = load_image(&bytes, 0x10_0000_0000).unwrap();
+    let base = 0x10_0000_0000u64;
+    let image = cubin.image.at(base);
+    assert_eq!(image.len(), cubin.image.bytes.len());
     let vadd = cubin.kernel("vadd").unwrap();
-    let text_off = image.section_offsets[&vadd.text_section];
+    let text_off = vadd.code_offset;
     assert_eq!(text_off % 128, 0);
-    assert!(image.bytes.len() as u64 >= text_off + vadd.code_bytes + 0x1000);
-    let template = vadd
-        .constant0_section
-        .and_then(|s| image.section_offsets.get(&s))
-        .map(|&o| image.bytes[o as usize..(o + u64::from(vadd.constant0_bytes)) as usize].to_vec())
-        .unwrap_or_default();
+    assert!(image.len() as u64 >= text_off + vadd.code_bytes + IMAGE_SLACK as u64);
+    // The code is copied unchanged (vadd has no relocations) and relocations land inside.
+    let code = text_off as usize..(text_off + vadd.code_bytes) as usize;
+    assert_eq!(image[code.clone()], cubin.image.bytes[code]);
+    for r in &cubin.image.relocations {
+        assert!(r.at + 8 <= image.len());
+    }
+    let template = cubin.constant0_template(vadd);
+    assert_eq!(template.len(), vadd.constant0_bytes as usize);
     let args = [0u8; 28];
-    let cb = build_cbuf0(Arch::Hopper, vadd, &template, [4, 1, 1], [256, 1, 1], &args).unwrap();
+    let cb = build_cbuf0(Arch::Hopper, vadd, template, [4, 1, 1], [256, 1, 1], &args).unwrap();
     assert_eq!(cb.len(), 0x210 + 32);
     let q = build_qmd(
         Arch::Hopper,
         vadd,
         &QmdLaunch {
-            program_address: image.base + text_off,
+            program_address: base + text_off,
             cbuf0_address: 0x10_0100_0000,
             cbuf0_bytes: cb.len() as u32,
             grid: [4, 1, 1],
@@ -125,7 +130,7 @@ fn image_loads_and_builds_a_launch() {
         },
     )
     .unwrap();
-    assert_eq!(q.get(QmdField::ProgramAddressLower), (image.base + text_off) & 0xFFFF_FFFF);
+    assert_eq!(q.get(QmdField::ProgramAddressLower), (base + text_off) & 0xFFFF_FFFF);
     assert_eq!(q.get(QmdField::RegisterCount), u64::from(vadd.registers));
     // Launching reduce beyond its __launch_bounds__(128) is refused.
     let reduce = cubin.kernel("reduce").unwrap();
@@ -136,12 +141,18 @@ fn image_loads_and_builds_a_launch() {
 fn cache_returns_identical_cubin_and_bad_source_reports_log() {
     let Some(nvrtc) = nvrtc() else { return };
     let dir = std::env::temp_dir().join(format!("egpu-nvrtc-test-{}", std::process::id()));
-    std::env::set_var(egpu_nv::nvrtc::CACHE_ENV, &dir);
-    let a = nvrtc.compile_for_sm(SOURCE, "t.cu", 89, &[]).unwrap();
-    let files = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(files, 1);
-    let b = nvrtc.compile_for_sm(SOURCE, "t.cu", 89, &[]).unwrap();
-    assert_eq!(a, b);
+    let a = nvrtc.compile_cached(SOURCE, "t.cu", 89, &[], &dir).unwrap();
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1);
+    // The second call is answered from the file: prove it by changing the file.
+    let mut marked = a.clone();
+    marked.push(0xA5);
+    std::fs::write(&files[0], &marked).unwrap();
+    let b = nvrtc.compile_cached(SOURCE, "t.cu", 89, &[], &dir).unwrap();
+    assert_eq!(b, marked);
+    // Another SM is another entry.
+    nvrtc.compile_cached(SOURCE, "t.cu", 90, &[], &dir).unwrap();
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
     assert_eq!(Cubin::parse(&a).unwrap().sm, 89);
     let err = nvrtc.compile(
         "__global__ void k() { undefined_thing(); }",
@@ -163,16 +174,18 @@ fn damaged_cubins_give_errors_not_panics() {
     let bytes = compile(&nvrtc, 90);
     // Every truncation and a sweep of single-byte corruptions: parse and load must return.
     for len in (0..bytes.len()).step_by(7) {
-        let _ = Cubin::parse(&bytes[..len]);
-        let _ = load_image(&bytes[..len], 0x10_0000_0000);
+        if let Ok(cubin) = Cubin::parse(&bytes[..len]) {
+            let _ = cubin.image.at(0x10_0000_0000);
+        }
     }
     let mut damaged = bytes.clone();
     for at in (0..bytes.len()).step_by(3) {
         let keep = damaged[at];
         for value in [0x00, 0xFF, keep ^ 0x80] {
             damaged[at] = value;
-            let _ = Cubin::parse(&damaged);
-            let _ = load_image(&damaged, 0x10_0000_0000);
+            if let Ok(cubin) = Cubin::parse(&damaged) {
+                let _ = cubin.image.at(0x10_0000_0000);
+            }
         }
         damaged[at] = keep;
     }

@@ -143,11 +143,11 @@ impl Backend for NvBackend {
                 },
                 Command::Launch(l) => NvCommand::Launch {
                     program: l.program.0,
-                    kernel: l.kernel.clone(),
+                    kernel: &l.kernel,
                     grid: l.grid,
                     block: l.block,
                     dynamic_shared_bytes: l.dynamic_shared_bytes,
-                    args: l.args.clone(),
+                    args: &l.args,
                 },
                 Command::Signal { signal, value } => {
                     NvCommand::Signal { slot: signal.0 as u32, value: *value }

@@ -1,4 +1,5 @@
-//! Fuzz the cubin parser and image loader: any input must give Ok or a typed error, never a panic.
+//! Fuzz the cubin parser and image relocation: any input must give Ok or a typed error, never a
+//! panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -7,7 +8,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(cubin) = egpu_nv::cubin::Cubin::parse(data) {
         for kernel in &cubin.kernels {
             let _ = egpu_nv::launch::max_threads_for(kernel);
+            let _ = cubin.constant0_template(kernel);
         }
+        let _ = cubin.image.at(0x10_0000_0000);
     }
-    let _ = egpu_nv::cubin::load_image(data, 0x10_0000_0000);
 });

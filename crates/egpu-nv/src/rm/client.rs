@@ -88,6 +88,18 @@ fn nv_ioctl<T>(
     Ok(())
 }
 
+/// Issue escape `nr` and check the RM status the driver wrote into `params`.
+fn rm_ioctl<T>(
+    fd: &File,
+    nr: u32,
+    params: &mut T,
+    call: &dyn Fn() -> String,
+    status: fn(&T) -> u32,
+) -> Result<(), RmError> {
+    nv_ioctl(fd, nr, params, call)?;
+    RmStatus(status(params)).check().map_err(|status| RmError::Status { call: call(), status })
+}
+
 /// Issue a UVM ioctl (raw command number) on `fd`.
 fn uvm_ioctl<T>(fd: &File, cmd: u64, params: &mut T, call: &str) -> Result<(), RmError> {
     // SAFETY: `params` is the #[repr(C)] parameter struct UVM expects for `cmd` (sizes asserted in
@@ -100,6 +112,42 @@ fn uvm_ioctl<T>(fd: &File, cmd: u64, params: &mut T, call: &str) -> Result<(), R
         });
     }
     Ok(())
+}
+
+/// mmap `length` bytes of `fd` (or anonymous memory when `fd` is -1) read-write, at `at` when
+/// given. A fixed address never replaces an existing mapping (MAP_FIXED_NOREPLACE): if
+/// something else already lives there the call fails with EEXIST instead of clobbering it.
+pub fn mmap_at(
+    at: Option<u64>,
+    length: u64,
+    flags: libc::c_int,
+    fd: libc::c_int,
+) -> Result<*mut u8, std::io::Error> {
+    let fixed = if at.is_some() { libc::MAP_FIXED_NOREPLACE } else { 0 };
+    // SAFETY: a new mapping; with an address it is only placed where nothing is mapped, so no
+    // existing memory of this process changes.
+    let ptr = unsafe {
+        libc::mmap(
+            at.unwrap_or(0) as *mut libc::c_void,
+            length as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags | fixed,
+            fd,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    if let Some(at) = at.filter(|&at| at != ptr as u64) {
+        // Kernels before 4.17 treat the flag as a hint and may place the mapping elsewhere.
+        // SAFETY: unmapping exactly the mapping just made.
+        unsafe { libc::munmap(ptr, length as usize) };
+        return Err(std::io::Error::other(format!(
+            "the kernel placed the mapping at {ptr:p}, not at 0x{at:x} (Linux 4.17 or newer needed)"
+        )));
+    }
+    Ok(ptr.cast())
 }
 
 fn check_uvm(call: &str, status: u32) -> Result<(), RmError> {
@@ -213,8 +261,7 @@ impl RmClient {
             status: 0,
         };
         let call = || format!("RM_ALLOC {}", class_name(hclass));
-        nv_ioctl(&self.ctl, NV_ESC_RM_ALLOC, &mut p, &call)?;
-        RmStatus(p.status).check().map_err(|status| RmError::Status { call: call(), status })?;
+        rm_ioctl(&self.ctl, NV_ESC_RM_ALLOC, &mut p, &call, |p| p.status)?;
         Ok(p.hObjectNew)
     }
 
@@ -227,8 +274,7 @@ impl RmClient {
             status: 0,
         };
         let call = || format!("RM_FREE 0x{object:x}");
-        nv_ioctl(&self.ctl, NV_ESC_RM_FREE, &mut p, &call)?;
-        RmStatus(p.status).check().map_err(|status| RmError::Status { call: call(), status })
+        rm_ioctl(&self.ctl, NV_ESC_RM_FREE, &mut p, &call, |p| p.status)
     }
 
     /// NV_ESC_RM_CONTROL with a parameter struct whose size is the command's exported size.
@@ -267,8 +313,7 @@ impl RmClient {
             status: 0,
         };
         let call = || format!("RM_CONTROL {name}");
-        nv_ioctl(&self.ctl, NV_ESC_RM_CONTROL, &mut p, &call)?;
-        RmStatus(p.status).check().map_err(|status| RmError::Status { call: call(), status })
+        rm_ioctl(&self.ctl, NV_ESC_RM_CONTROL, &mut p, &call, |p| p.status)
     }
 
     /// NV_ESC_CARD_INFO: the GPUs nvidia.ko has probed (valid entries only).
@@ -321,7 +366,8 @@ impl RmClient {
     }
 
     /// Map RM memory `h_memory` for the CPU: a fresh GPU fd, RM_MAP_MEMORY, mmap (§1.4).
-    /// `at` asks for a fixed CPU address (MAP_FIXED), else the kernel chooses. `nvos33_flags`:
+    /// `at` asks for a fixed CPU address (never replacing an existing mapping), else the kernel
+    /// chooses. `nvos33_flags`:
     /// 0 read-write; 2 (`NVOS33_FLAGS_ACCESS_WRITE_ONLY`) is what tinygrad uses for usermode.
     pub fn map_to_cpu(
         &self,
@@ -346,29 +392,11 @@ impl RmClient {
             _pad: 0,
         };
         let call = || format!("RM_MAP_MEMORY 0x{h_memory:x}");
-        nv_ioctl(&self.ctl, NV_ESC_RM_MAP_MEMORY, &mut p, &call)?;
-        RmStatus(p.params.status)
-            .check()
-            .map_err(|status| RmError::Status { call: call(), status })?;
-        let fixed = if at.is_some() { libc::MAP_FIXED } else { 0 };
-        // SAFETY: maps `length` bytes of the fresh fd (nvidia.ko requires offset 0 and the full
-        // mapped size, one mapping per fd) at an address we own (`at` comes from our VA
-        // allocator, reserved for this buffer) or one the kernel picks.
-        let ptr = unsafe {
-            libc::mmap(
-                at.unwrap_or(0) as *mut libc::c_void,
-                length as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | fixed,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(RmError::Mmap { call: call(), source: std::io::Error::last_os_error() });
-        }
-        // The VMA keeps the file alive; `fd` may close now.
-        Ok(ptr.cast())
+        rm_ioctl(&self.ctl, NV_ESC_RM_MAP_MEMORY, &mut p, &call, |p| p.params.status)?;
+        // nvidia.ko requires offset 0 and the full mapped size, one mapping per fd. The VMA keeps
+        // the file alive; `fd` may close afterwards.
+        mmap_at(at, length, libc::MAP_SHARED, fd.as_raw_fd())
+            .map_err(|source| RmError::Mmap { call: call(), source })
     }
 
     /// NV_ESC_RM_ALLOC_MEMORY of pinned host memory at `address` (OS descriptor) on the GPU fd.
@@ -395,10 +423,7 @@ impl RmClient {
             _pad: 0,
         };
         let call = || "RM_ALLOC_MEMORY NV01_MEMORY_SYSTEM_OS_DESCRIPTOR".to_string();
-        nv_ioctl(gpu_fd, NV_ESC_RM_ALLOC_MEMORY, &mut p, &call)?;
-        RmStatus(p.params.status)
-            .check()
-            .map_err(|status| RmError::Status { call: call(), status })?;
+        rm_ioctl(gpu_fd, NV_ESC_RM_ALLOC_MEMORY, &mut p, &call, |p| p.params.status)?;
         Ok(p.params.hObjectNew)
     }
 
