@@ -20,9 +20,12 @@ pub struct GpuBenchArgs {
     pub cuda_peer: bool,
 }
 
-/// `nv:3` → 3.
+/// `nv:3` → 3, by the runtime's device-name rules.
 pub fn parse_nv(name: &str) -> Option<u32> {
-    name.strip_prefix("nv:")?.parse().ok()
+    match name.parse::<egpu::DeviceName>() {
+        Ok(egpu::DeviceName::Nv(index)) => Some(index),
+        _ => None,
+    }
 }
 
 /// The NVIDIA section of `egpu list`.

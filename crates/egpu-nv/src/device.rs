@@ -165,6 +165,8 @@ pub struct NvDevice {
     programs: BTreeMap<u64, Program>,
     next_program: u64,
     sm_count: u32,
+    memory_bytes: Option<u64>,
+    name: String,
 }
 
 // SAFETY: the raw pointers point into mappings owned by this device; all access goes through
@@ -183,20 +185,23 @@ impl NvDevice {
             *cards.get(index as usize).ok_or(NvError::NoSuchGpu { index, found: cards.len() })?;
         client.init_uvm()?;
         let gpu_fd = client.open_gpu_fd(card.minor_number)?;
-        let instance = client.device_instance(card.gpu_id)?;
         let h_client = client.h_client();
-        let mut dev = NV0080_ALLOC_PARAMETERS {
-            deviceId: instance,
-            hClientShare: h_client,
-            ..Default::default()
-        };
-        let h_device = client.alloc(h_client, 0, class::NV01_DEVICE_0, Some(&mut dev))?;
-        let mut sub = NV2080_ALLOC_PARAMETERS::default();
-        let h_subdevice = client.alloc(h_device, 0, class::NV20_SUBDEVICE_0, Some(&mut sub))?;
-
-        let gr = gr_info(&client, h_subdevice)?;
+        let (h_device, h_subdevice) = client.open_device(card.gpu_id)?;
+        let [sm_version, tpcs, sms_per_tpc] = client.gr_info(
+            h_subdevice,
+            [
+                ctrl::NV2080_CTRL_GR_INFO_INDEX_SM_VERSION,
+                ctrl::NV2080_CTRL_GR_INFO_INDEX_SHADER_PIPE_COUNT,
+                ctrl::NV2080_CTRL_GR_INFO_INDEX_SHADER_PIPE_SUB_COUNT,
+            ],
+        )?;
         let arch =
-            Arch::from_sm_version(gr[0]).ok_or(NvError::UnsupportedGpu { sm_version: gr[0] })?;
+            Arch::from_sm_version(sm_version).ok_or(NvError::UnsupportedGpu { sm_version })?;
+        // Sandboxes (gVisor) may refuse FB queries: the size is then unknown, not an error.
+        let memory_bytes = client
+            .fb_info(h_subdevice, [ctrl::NV2080_CTRL_FB_INFO_INDEX_TOTAL_RAM_SIZE])
+            .ok()
+            .map(|[kib]| u64::from(kib) << 10);
         let classes = class_list(&client, h_device)?;
         let pick = |want: &[u32], what: &'static str| {
             want.iter().copied().find(|c| classes.contains(c)).ok_or(NvError::MissingClass { what })
@@ -265,7 +270,10 @@ impl NvDevice {
             kargs: Ring { va: 0, size: KARGS_RING, head: 0, inflight: VecDeque::new() },
             programs: BTreeMap::new(),
             next_program: 1,
-            sm_count: gr[1] * gr[2] * gr[3],
+            sm_count: tpcs * sms_per_tpc,
+            memory_bytes,
+            name: crate::gpu::model_name(&crate::gpu::pci_address(&card))
+                .unwrap_or_else(|| format!("NVIDIA {arch:?} GPU")),
         };
         device.signals = device.alloc(SIGNAL_SLOTS * 16, true)?;
         device.free_slots = (0..SIGNAL_SLOTS as u32).rev().collect();
@@ -368,9 +376,19 @@ impl NvDevice {
         self.arch
     }
 
-    /// Number of SMs (GPCs × TPCs per GPC × SMs per TPC, litter values).
+    /// Number of enabled SMs (TPCs × SMs per TPC).
     pub fn sm_count(&self) -> u32 {
         self.sm_count
+    }
+
+    /// Marketing name (e.g. "NVIDIA H100 80GB HBM3").
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Video memory in bytes, when the driver answered the FB query.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.memory_bytes
     }
 
     /// The GPU's UUID.
@@ -891,29 +909,6 @@ fn check_host_range(buffer: &NvBuffer, offset: u64, len: usize) -> Result<(), Nv
         return Err(NvError::BadRange { offset, len: len as u64, size: buffer.size });
     }
     Ok(())
-}
-
-/// GR info: [SM_VERSION, LITTER_NUM_GPCS, LITTER_NUM_TPC_PER_GPC, LITTER_NUM_SM_PER_TPC].
-fn gr_info(client: &RmClient, h_subdevice: u32) -> Result<[u32; 4], NvError> {
-    let mut entries = [
-        ctrl::NV2080_CTRL_GR_INFO_INDEX_SM_VERSION,
-        ctrl::NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_GPCS,
-        ctrl::NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_TPC_PER_GPC,
-        ctrl::NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_SM_PER_TPC,
-    ]
-    .map(|index| NV2080_CTRL_GR_INFO { index, data: 0 });
-    let mut p = NV2080_CTRL_GR_GET_INFO_PARAMS {
-        grInfoListSize: entries.len() as u32,
-        grInfoList: entries.as_mut_ptr() as u64,
-        ..Default::default()
-    };
-    client.control(
-        h_subdevice,
-        ctrl::NV2080_CTRL_CMD_GR_GET_INFO,
-        &mut p,
-        "NV2080_CTRL_CMD_GR_GET_INFO",
-    )?;
-    Ok(entries.map(|e| e.data))
 }
 
 /// The device's class list (two-call pointer form).

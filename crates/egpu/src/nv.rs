@@ -60,10 +60,10 @@ impl Backend for NvBackend {
         let arch = self.dev.arch();
         DeviceProperties {
             vendor: Vendor::Nvidia,
-            name: format!("{arch:?}"),
+            name: self.dev.name().to_string(),
             architecture: format!("sm_{}", arch.sm()),
-            // VRAM size query (NV2080 FB info) is not implemented yet.
-            memory_bytes: 0,
+            // 0 when the driver refused the FB query (sandboxes).
+            memory_bytes: self.dev.memory_bytes().unwrap_or(0),
             compute_units: self.dev.sm_count(),
             max_threads_per_block: egpu_nv::launch::MAX_THREADS_PER_BLOCK,
         }

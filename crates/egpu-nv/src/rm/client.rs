@@ -427,6 +427,67 @@ impl RmClient {
         Ok(p.params.hObjectNew)
     }
 
+    /// Allocate the device and subdevice objects of the GPU with `gpu_id` (from CARD_INFO);
+    /// returns (device, subdevice) handles.
+    pub fn open_device(&self, gpu_id: u32) -> Result<(u32, u32), RmError> {
+        let mut device = NV0080_ALLOC_PARAMETERS {
+            deviceId: self.device_instance(gpu_id)?,
+            hClientShare: self.h_client,
+            ..Default::default()
+        };
+        let h_device = self.alloc(self.h_client, 0, class::NV01_DEVICE_0, Some(&mut device))?;
+        let mut subdevice = NV2080_ALLOC_PARAMETERS::default();
+        match self.alloc(h_device, 0, class::NV20_SUBDEVICE_0, Some(&mut subdevice)) {
+            Ok(h_subdevice) => Ok((h_device, h_subdevice)),
+            Err(e) => {
+                let _ = self.free(self.h_client, h_device);
+                Err(e)
+            }
+        }
+    }
+
+    /// NV2080_CTRL_CMD_GR_GET_INFO for `indices` (`ctrl::NV2080_CTRL_GR_INFO_INDEX_*`).
+    pub fn gr_info<const N: usize>(
+        &self,
+        h_subdevice: u32,
+        indices: [u32; N],
+    ) -> Result<[u32; N], RmError> {
+        let mut entries = indices.map(|index| NV2080_CTRL_GR_INFO { index, data: 0 });
+        let mut p = NV2080_CTRL_GR_GET_INFO_PARAMS {
+            grInfoListSize: N as u32,
+            grInfoList: entries.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        self.control(
+            h_subdevice,
+            ctrl::NV2080_CTRL_CMD_GR_GET_INFO,
+            &mut p,
+            "NV2080_CTRL_CMD_GR_GET_INFO",
+        )?;
+        Ok(entries.map(|e| e.data))
+    }
+
+    /// NV2080_CTRL_CMD_FB_GET_INFO for `indices` (`ctrl::NV2080_CTRL_FB_INFO_INDEX_*`).
+    pub fn fb_info<const N: usize>(
+        &self,
+        h_subdevice: u32,
+        indices: [u32; N],
+    ) -> Result<[u32; N], RmError> {
+        let mut entries = indices.map(|index| NV2080_CTRL_FB_INFO { index, data: 0 });
+        let mut p = NV2080_CTRL_FB_GET_INFO_PARAMS {
+            fbInfoListSize: N as u32,
+            fbInfoList: entries.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        self.control(
+            h_subdevice,
+            ctrl::NV2080_CTRL_CMD_FB_GET_INFO,
+            &mut p,
+            "NV2080_CTRL_CMD_FB_GET_INFO",
+        )?;
+        Ok(entries.map(|e| e.data))
+    }
+
     /// Query a GPU's device instance from its gpu_id (CARD_INFO).
     pub fn device_instance(&self, gpu_id: u32) -> Result<u32, RmError> {
         let mut p = NV0000_CTRL_GPU_GET_ID_INFO_V2_PARAMS { gpuId: gpu_id, ..Default::default() };

@@ -478,6 +478,28 @@ pub struct NV2080_CTRL_GR_GET_INFO_PARAMS {
 }
 layout!(NV2080_CTRL_GR_GET_INFO_PARAMS, 32, grInfoListSize @ 0, grInfoList @ 8, grRouteInfo @ 16);
 
+/// `NV2080_CTRL_FB_INFO` ({index, data}, 8 B).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NV2080_CTRL_FB_INFO {
+    pub index: u32,
+    pub data: u32,
+}
+layout!(NV2080_CTRL_FB_INFO, 8, index @ 0, data @ 4);
+
+/// `NV2080_CTRL_FB_GET_INFO_PARAMS` (16 B; points at an array of [`NV2080_CTRL_FB_INFO`]).
+/// RM converts it to the `_V2` form itself (`rmapi_deprecated_control.c`), so its size does
+/// not depend on the branch's `NV2080_CTRL_FB_INFO_MAX_LIST_SIZE` (0x36/0x39/0x80 in
+/// 535/570/580), unlike `_V2`'s.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NV2080_CTRL_FB_GET_INFO_PARAMS {
+    pub fbInfoListSize: u32,
+    pub _pad: u32,
+    pub fbInfoList: u64,
+}
+layout!(NV2080_CTRL_FB_GET_INFO_PARAMS, 16, fbInfoListSize @ 0, fbInfoList @ 8);
+
 /// `NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS` (4 B).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
