@@ -35,6 +35,16 @@ extern "C" __global__ void wait_flag(volatile unsigned* flag, unsigned* seen,
     *seen = *flag != 0 ? 1 : 2;
 }
 
+// Needs local memory (a per-thread array indexed at run time): out[t] = 64*31*t + 2016*salt.
+extern "C" __global__ void local_scratch(unsigned* out, unsigned salt) {
+    volatile unsigned scratch[64];
+    unsigned t = blockIdx.x * blockDim.x + threadIdx.x;
+    for (unsigned i = 0; i < 64; i++) scratch[i] = t * 31u + i * salt;
+    unsigned sum = 0;
+    for (unsigned i = 0; i < 64; i++) sum += scratch[(i * 7u + t) & 63u];
+    out[t] = sum;
+}
+
 // Streaming copy for memory bandwidth.
 extern "C" __global__ void stream_copy(const float4* in, float4* out, unsigned long long n) {
     unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;

@@ -240,6 +240,34 @@ fn copy_overlaps_compute(c: &mut Ctx) -> Result<String, String> {
     }
 }
 
+fn local_memory(c: &mut Ctx) -> Result<String, String> {
+    let local = c.dev.kernel(c.program, "local_scratch").map_or(0, |k| k.local_bytes);
+    if local == 0 {
+        return Err("local_scratch uses no local memory: the test no longer tests it".into());
+    }
+    let (threads, salt) = (64 * 1024u32, 977u32);
+    let out = c.dev.alloc(u64::from(threads) * 4, true).map_err(|e| e.to_string())?;
+    let args = c.args("local_scratch", &[out.va, u64::from(salt)]);
+    let launch = c.launch("local_scratch", threads / 256, 256, 0, &args);
+    c.run(&[launch]).map_err(|e| e.to_string())?;
+    let mut bytes = vec![0u8; threads as usize * 4];
+    c.dev.read_host(&out, 0, &mut bytes).map_err(|e| e.to_string())?;
+    c.dev.free(out);
+    let bad = bytes
+        .chunks_exact(4)
+        .enumerate()
+        .filter(|(t, w)| {
+            let want = (64 * 31 * *t as u32).wrapping_add(2016 * salt);
+            u32::from_le_bytes([w[0], w[1], w[2], w[3]]) != want
+        })
+        .count();
+    if bad == 0 {
+        Ok(format!("{threads} threads with {local} B of local memory each agree with the CPU"))
+    } else {
+        Err(format!("{bad} of {threads} threads differ from the CPU"))
+    }
+}
+
 fn fence_timeout(c: &mut Ctx) -> Result<String, String> {
     let never = c.dev.create_signal().map_err(|e| e.to_string())?;
     let result = c.dev.wait_signal(never, 1, Instant::now() + Duration::from_millis(200));
@@ -335,12 +363,13 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let checks: [(&str, Check); 6] = [
+    let checks: [(&str, Check); 7] = [
         ("vector_add", vector_add),
         ("shared_memory_reduction", reduction),
         ("round_trip_1gib", round_trip_1gib),
         ("ten_thousand_launches", ten_thousand_launches),
         ("copy_overlaps_compute", copy_overlaps_compute),
+        ("local_memory", local_memory),
         ("fence_timeout", fence_timeout),
     ];
     let mut failed = 0;

@@ -167,6 +167,45 @@ pub struct NvDevice {
     sm_count: u32,
     memory_bytes: Option<u64>,
     name: String,
+    grid_layout: GridLayout,
+    local: Option<LocalMemory>,
+    /// Local-memory buffers replaced by a larger one, freed once the compute channel has
+    /// passed the sequence that last used them.
+    retired_local: Vec<(NvBuffer, u64)>,
+}
+
+/// What sizing shader local memory (SLM) needs (GR_GET_INFO; litter values are the chip's
+/// full, unfloorswept counts, which is what TPC-indexed SLM is laid out by).
+#[derive(Debug, Clone, Copy)]
+struct GridLayout {
+    max_warps_per_sm: u32,
+    sms_per_tpc: u32,
+    tpcs_per_gpc: u32,
+    gpcs: u32,
+}
+
+/// The SLM buffer the compute channel is configured with.
+#[derive(Debug, Clone, Copy)]
+struct LocalMemory {
+    buffer: NvBuffer,
+    /// Bytes of local memory each thread gets (what every QMD states).
+    per_thread: u32,
+}
+
+impl GridLayout {
+    /// SLM sizes for `per_thread` bytes per thread: (per-thread size as configured, bytes per
+    /// TPC, whole buffer). tinygrad's sizing (`_ensure_has_local_memory`): 32 threads per warp,
+    /// rounded to 512 B per warp, every warp slot of every SM of a TPC, 32 KiB granules per
+    /// TPC, 128 KiB granules overall.
+    fn local_memory_sizes(self, per_thread: u32) -> (u32, u64, u64) {
+        let per_thread = per_thread.next_multiple_of(32);
+        let per_warp = (u64::from(per_thread) * 32).next_multiple_of(0x200);
+        let per_tpc = (per_warp * u64::from(self.max_warps_per_sm) * u64::from(self.sms_per_tpc))
+            .next_multiple_of(0x8000);
+        let total = (per_tpc * u64::from(self.tpcs_per_gpc) * u64::from(self.gpcs))
+            .next_multiple_of(0x2_0000);
+        (per_thread, per_tpc, total)
+    }
 }
 
 // SAFETY: the raw pointers point into mappings owned by this device; all access goes through
@@ -187,14 +226,19 @@ impl NvDevice {
         let gpu_fd = client.open_gpu_fd(card.minor_number)?;
         let h_client = client.h_client();
         let (h_device, h_subdevice) = client.open_device(card.gpu_id)?;
-        let [sm_version, tpcs, sms_per_tpc] = client.gr_info(
-            h_subdevice,
-            [
-                ctrl::NV2080_CTRL_GR_INFO_INDEX_SM_VERSION,
-                ctrl::NV2080_CTRL_GR_INFO_INDEX_SHADER_PIPE_COUNT,
-                ctrl::NV2080_CTRL_GR_INFO_INDEX_SHADER_PIPE_SUB_COUNT,
-            ],
-        )?;
+        let [sm_version, tpcs, sms_per_tpc, max_warps_per_sm, litter_gpcs, litter_tpcs, litter_sms] =
+            client.gr_info(
+                h_subdevice,
+                [
+                    ctrl::NV2080_CTRL_GR_INFO_INDEX_SM_VERSION,
+                    ctrl::NV2080_CTRL_GR_INFO_INDEX_SHADER_PIPE_COUNT,
+                    ctrl::NV2080_CTRL_GR_INFO_INDEX_SHADER_PIPE_SUB_COUNT,
+                    ctrl::NV2080_CTRL_GR_INFO_INDEX_MAX_WARPS_PER_SM,
+                    ctrl::NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_GPCS,
+                    ctrl::NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_TPC_PER_GPC,
+                    ctrl::NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_SM_PER_TPC,
+                ],
+            )?;
         let arch =
             Arch::from_sm_version(sm_version).ok_or(NvError::UnsupportedGpu { sm_version })?;
         // Sandboxes (gVisor) may refuse FB queries: the size is then unknown, not an error.
@@ -274,6 +318,14 @@ impl NvDevice {
             memory_bytes,
             name: crate::gpu::model_name(&crate::gpu::pci_address(&card))
                 .unwrap_or_else(|| format!("NVIDIA {arch:?} GPU")),
+            grid_layout: GridLayout {
+                max_warps_per_sm,
+                sms_per_tpc: litter_sms,
+                tpcs_per_gpc: litter_tpcs,
+                gpcs: litter_gpcs,
+            },
+            local: None,
+            retired_local: Vec::new(),
         };
         device.signals = device.alloc(SIGNAL_SLOTS * 16, true)?;
         device.free_slots = (0..SIGNAL_SLOTS as u32).rev().collect();
@@ -762,6 +814,9 @@ impl NvDevice {
                     pbs[ch].semaphore_acquire(self.signal_address(*slot), *value)?;
                 }
                 NvCommand::Launch { program, kernel, grid, block, dynamic_shared_bytes, args } => {
+                    if let Some(need) = self.kernel(*program, kernel).map(|k| k.local_bytes) {
+                        self.ensure_local_memory(need, &mut pbs[COMPUTE])?;
+                    }
                     let qmd_va = self.prepare_launch(
                         *program,
                         kernel,
@@ -780,6 +835,41 @@ impl NvDevice {
         self.flush(pbs)
     }
 
+    /// Make sure the compute channel has at least `per_thread` bytes of local memory per
+    /// thread. Growing allocates a new SLM buffer and points the channel at it from `pb` on,
+    /// so launches already in `pb` or submitted keep the old one, which is retired until the
+    /// channel has passed them.
+    fn ensure_local_memory(&mut self, per_thread: u32, pb: &mut PushBuffer) -> Result<(), NvError> {
+        if per_thread == 0 || self.local.is_some_and(|l| l.per_thread >= per_thread) {
+            return Ok(());
+        }
+        let done = self.signal_value(self.channels[COMPUTE].progress_slot);
+        let (reusable, kept): (Vec<_>, Vec<_>) =
+            self.retired_local.drain(..).partition(|&(_, seq)| seq <= done);
+        self.retired_local = kept;
+        for (buffer, _) in reusable {
+            self.free(buffer);
+        }
+        let (per_thread, per_tpc, total) = self.grid_layout.local_memory_sizes(per_thread);
+        let buffer = self.alloc_vram(total, false, false)?;
+        // Grids still running keep using the old SLM: switch only once they have drained.
+        pb.wait_for_idle()?
+            .inc(
+                subchannel::COMPUTE,
+                compute::SET_SHADER_LOCAL_MEMORY_A,
+                &[(buffer.va >> 32) as u32, buffer.va as u32],
+            )?
+            .inc(
+                subchannel::COMPUTE,
+                compute::SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_A,
+                &[(per_tpc >> 32) as u32, per_tpc as u32, 0xFF],
+            )?;
+        if let Some(old) = self.local.replace(LocalMemory { buffer, per_thread }) {
+            self.retired_local.push((old.buffer, self.channels[COMPUTE].seq + 1));
+        }
+        Ok(())
+    }
+
     fn prepare_launch(
         &mut self,
         program: u64,
@@ -793,12 +883,6 @@ impl NvDevice {
         let p = self.programs.get(&program).ok_or(NvError::NoSuchProgram { program })?;
         let k =
             p.cubin.kernel(name).ok_or_else(|| NvError::NoSuchKernel { name: name.to_string() })?;
-        if k.local_bytes > 0 {
-            return Err(NvError::LocalMemoryUnsupported {
-                kernel: k.name.clone(),
-                bytes: k.local_bytes,
-            });
-        }
         let program_address = p.image.va + k.code_offset;
         let cb = build_cbuf0(arch, k, p.cubin.constant0_template(k), grid, block, args)?;
         let qmd_off = (cb.len() as u64).next_multiple_of(256);
@@ -823,7 +907,7 @@ impl NvDevice {
                 grid,
                 block,
                 dynamic_shared_bytes,
-                local_bytes_per_thread: 0,
+                local_bytes_per_thread: self.local.map_or(0, |l| l.per_thread),
                 release: None,
             },
         )?;
@@ -949,6 +1033,21 @@ mod tests {
         // 768 bytes do not fit before the end: skip to the next lap, after sequences 3..=5.
         assert_eq!(r.reserve(768, 256, 6), Some((0x1000_0000, 5)));
         assert_eq!(r.reserve(2048, 256, 7), None);
+    }
+
+    #[test]
+    fn local_memory_is_sized_per_tpc_slot() {
+        // GH100-like litter values: 64 warps per SM, 2 SMs per TPC, 9 TPCs per GPC, 8 GPCs.
+        let h100 = GridLayout { max_warps_per_sm: 64, sms_per_tpc: 2, tpcs_per_gpc: 9, gpcs: 8 };
+        // 24 B/thread → 32 B; a warp needs 1 KiB; 128 warp slots per TPC → 128 KiB per TPC;
+        // 72 TPC slots → 9 MiB.
+        assert_eq!(h100.local_memory_sizes(24), (32, 128 << 10, 9 << 20));
+        // 8 B/thread → 32 B as well (the per-thread granule).
+        assert_eq!(h100.local_memory_sizes(8), h100.local_memory_sizes(32));
+        // 1 SM per TPC, 48 warps, 100 B/thread → 128 B; 4 KiB per warp; 192 KiB per TPC;
+        // 3 TPC slots → 576 KiB, rounded up to the 128 KiB granule → 640 KiB.
+        let small = GridLayout { max_warps_per_sm: 48, sms_per_tpc: 1, tpcs_per_gpc: 3, gpcs: 1 };
+        assert_eq!(small.local_memory_sizes(100), (128, 192 << 10, 640 << 10));
     }
 
     #[test]

@@ -82,14 +82,6 @@ pub enum NvError {
         /// Name.
         name: String,
     },
-    /// Kernels using local memory (stack) need SLM setup, not implemented yet.
-    #[error("kernel {kernel} needs {bytes} bytes of local memory per thread; local memory is not supported yet")]
-    LocalMemoryUnsupported {
-        /// Kernel.
-        kernel: String,
-        /// Bytes per thread.
-        bytes: u32,
-    },
     /// All signal slots are in use.
     #[error("all signal slots are in use")]
     OutOfSignals,

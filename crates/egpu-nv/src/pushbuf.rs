@@ -129,6 +129,8 @@ pub mod host {
     pub const SEM_EXECUTE: u32 = 0x006C;
     /// `WFI`.
     pub const WFI: u32 = 0x0078;
+    /// `WFI_SCOPE_ALL`: wait for all work of the channel's engine, not only this subcontext's.
+    pub const WFI_SCOPE_ALL: u32 = 1;
     /// SEM_EXECUTE OPERATION (2:0) = RELEASE.
     pub const SEM_EXECUTE_OPERATION_RELEASE: u32 = 1;
     /// SEM_EXECUTE OPERATION = ACQ_CIRC_GEQ (wrap-safe ≥).
@@ -304,6 +306,11 @@ impl PushBuffer {
         self.inc(subchannel::HOST, host::NON_STALL_INTERRUPT, &[0])
     }
 
+    /// Host wait-for-idle: later methods start only after all earlier work has finished.
+    pub fn wait_for_idle(&mut self) -> Result<&mut Self, EncodeError> {
+        self.inc(subchannel::HOST, host::WFI, &[host::WFI_SCOPE_ALL])
+    }
+
     /// Host semaphore acquire: stall the channel until the 64-bit value at `address` is ≥ `value`.
     pub fn semaphore_acquire(
         &mut self,
@@ -380,6 +387,16 @@ mod tests {
     /// Extract bits hi..=lo of a dword.
     fn bits(v: u32, hi: u32, lo: u32) -> u32 {
         (v >> lo) & ((1u64 << (hi - lo + 1)) - 1) as u32
+    }
+
+    #[test]
+    fn wait_for_idle_is_one_host_wfi_with_scope_all() {
+        // NVC86F_WFI 0x78, _SCOPE 0:0, _SCOPE_ALL 1 (clc86f.h).
+        let mut pb = PushBuffer::new();
+        pb.wait_for_idle().unwrap();
+        let [h, data] = pb.dwords() else { panic!("{:x?}", pb.dwords()) };
+        assert_eq!((bits(*h, 31, 29), bits(*h, 28, 16), bits(*h, 11, 0)), (1, 1, 0x78 >> 2));
+        assert_eq!(*data, 1);
     }
 
     #[test]

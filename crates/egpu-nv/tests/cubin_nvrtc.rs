@@ -29,6 +29,13 @@ extern "C" __global__ void mixed(char c, Pair p, short s, double* out) {
     out[0] = c + p.a + p.b + s;
 }
 extern "C" __global__ void empty() {}
+extern "C" __global__ void scratch(unsigned* out, unsigned salt) {
+    volatile unsigned s[64];
+    for (unsigned i = 0; i < 64; i++) s[i] = threadIdx.x + i * salt;
+    unsigned sum = 0;
+    for (unsigned i = 0; i < 64; i++) sum += s[(i * 7u + threadIdx.x) & 63u];
+    out[threadIdx.x] = sum;
+}
 "#;
 
 fn nvrtc() -> Option<Nvrtc> {
@@ -63,7 +70,7 @@ fn parses_kernels_params_and_resources_on_every_arch() {
         assert_eq!(cubin.sm, sm);
         let mut names: Vec<&str> = cubin.kernels.iter().map(|k| k.name.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["empty", "mixed", "reduce", "vadd"], "sm_{sm}");
+        assert_eq!(names, ["empty", "mixed", "reduce", "scratch", "vadd"], "sm_{sm}");
 
         let vadd = cubin.kernel("vadd").unwrap();
         let layout: Vec<(u32, u32)> = vadd.params.iter().map(|p| (p.offset, p.size)).collect();
@@ -85,6 +92,11 @@ fn parses_kernels_params_and_resources_on_every_arch() {
         assert_eq!(reduce.max_threads.map(|d| d[0]), Some(128), "sm_{sm}");
         let reserved = if arch.shared_section_includes_reserved() { 0x400 } else { 0 };
         assert_eq!(reduce.shared_bytes, 1024 + reserved, "sm_{sm}: 256 floats");
+
+        // 64 words of per-thread scratch indexed at run time live in local memory.
+        let scratch = cubin.kernel("scratch").unwrap();
+        assert!(scratch.local_bytes >= 256, "sm_{sm}: {} B", scratch.local_bytes);
+        assert_eq!(vadd.local_bytes, 0, "sm_{sm}");
 
         let empty = cubin.kernel("empty").unwrap();
         assert!(empty.params.is_empty());
@@ -190,4 +202,30 @@ fn damaged_cubins_give_errors_not_panics() {
         damaged[at] = keep;
     }
     assert!(Cubin::parse(&bytes[..bytes.len() / 2]).is_err());
+}
+
+#[test]
+fn gpu_suite_kernels_compile_for_every_arch() {
+    // The GPU suite and benchmark compile kernels/nv_suite.cu on the GPU machine; a mistake in
+    // it must show here, not there.
+    let Some(nvrtc) = nvrtc() else { return };
+    let source = include_str!("../../../kernels/nv_suite.cu");
+    for sm in [80, 86, 89, 90] {
+        let bytes = nvrtc
+            .compile(source, "nv_suite.cu", &[format!("--gpu-architecture=sm_{sm}")])
+            .unwrap_or_else(|e| panic!("sm_{sm}: {e}"));
+        let cubin = Cubin::parse(&bytes).unwrap();
+        let params = |name: &str| -> Vec<u32> {
+            let k = cubin.kernel(name).unwrap_or_else(|| panic!("sm_{sm}: no kernel {name}"));
+            k.params.iter().map(|p| p.size).collect()
+        };
+        assert_eq!(params("empty"), Vec::<u32>::new());
+        assert_eq!(params("vadd"), [8, 8, 8, 4]);
+        assert_eq!(params("reduce_sum"), [8, 8, 4]);
+        assert_eq!(params("bump"), [8]);
+        assert_eq!(params("wait_flag"), [8, 8, 8]);
+        assert_eq!(params("local_scratch"), [8, 4]);
+        assert_eq!(params("stream_copy"), [8, 8, 8]);
+        assert!(cubin.kernel("local_scratch").unwrap().local_bytes > 0, "sm_{sm}");
+    }
 }
