@@ -315,6 +315,20 @@ impl Image {
 
 type Elf<'a> = ElfFile64<'a, object::Endianness>;
 
+/// `ELFOSABI_CUDA` of the newer cubin ABI.
+const ELFOSABI_CUDA_V2: u8 = 0x41;
+
+/// The SM version in `e_flags`: bits 7:0 in the classic cubin ABI (OSABI 0x33, ABI version 7,
+/// what NVRTC 12 writes for sm_8x/sm_90), bits 15:8 in the newer one (OSABI 0x41, ABI version
+/// 8: NVRTC 13 for every SM, NVRTC 12 for Blackwell; e.g. 0x0600_5A04 is sm_90).
+pub fn sm_from_flags(os_abi: u8, abi_version: u8, e_flags: u32) -> u32 {
+    if os_abi == ELFOSABI_CUDA_V2 || abi_version >= 8 {
+        (e_flags >> 8) & 0xFF
+    } else {
+        e_flags & 0xFF
+    }
+}
+
 /// Lay out the allocated PROGBITS sections and resolve relocations (not yet applied).
 fn layout_image(elf: &Elf<'_>) -> Result<Image, CubinError> {
     let endian = elf.endian();
@@ -372,7 +386,8 @@ impl Cubin {
         if machine != EM_CUDA {
             return Err(CubinError::NotCuda(machine));
         }
-        let sm = header.e_flags(endian) & 0xFF;
+        let ident = header.e_ident();
+        let sm = sm_from_flags(ident.os_abi, ident.abi_version, header.e_flags(endian));
         let image = layout_image(&elf)?;
 
         let symbol_name = |section: &str, attr: u8, index: u32| -> Result<String, CubinError> {
@@ -548,6 +563,16 @@ mod tests {
             u32_at("s", 7, &[1, 2], 0),
             Err(CubinError::ShortAttribute { attr: 7, want: 4, .. })
         ));
+    }
+
+    #[test]
+    fn sm_is_read_by_abi() {
+        // NVRTC 12.9 sm_90 (OSABI 0x33, ABI 7) and NVRTC 13 sm_90 / NVRTC 12.9 sm_100 and
+        // sm_120 (OSABI 0x41, ABI 8), e_flags as those compilers write them.
+        assert_eq!(sm_from_flags(0x33, 7, 0x005A_055A), 90);
+        assert_eq!(sm_from_flags(0x41, 8, 0x0600_5A04), 90);
+        assert_eq!(sm_from_flags(0x41, 8, 0x0600_6402), 100);
+        assert_eq!(sm_from_flags(0x41, 8, 0x0600_7802), 120);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::pushbuf::{compute, gpfifo_entry, host, subchannel, PushBuffer};
 use crate::rm::client::{RmClient, RmError};
 use crate::rm::structs::*;
 use crate::rm::{class, ctrl, flags, uvm};
+use crate::va;
 use crate::NvError;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
@@ -18,10 +19,6 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
-/// Low VA window for CPU-visible buffers (GPU VA == CPU VA), reference §1.4.
-const LOW_WINDOW: u64 = 0x10_0000_0000;
-/// VA window for GPU-only buffers.
-const HIGH_WINDOW: u64 = 0x40_0000_0000;
 /// GPFIFO entries per channel.
 const GPFIFO_ENTRIES: u64 = 0x10000;
 /// Bytes of pushbuffer ring per channel.
@@ -32,6 +29,31 @@ const KARGS_RING: u64 = 16 << 20;
 const SIGNAL_SLOTS: u64 = 4096;
 /// Internal waits (ring space, program upload).
 const INTERNAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long dropping a device waits for queued work before unmapping its memory.
+const DROP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes of the usermode (doorbell) object mapped for the CPU.
+const USERMODE_BYTES: u64 = 0x10000;
+/// VA window handed to UVM for each channel's RM-managed context buffers.
+const CHANNEL_WINDOW: u64 = 0x400_0000;
+
+/// A CPU mapping made through RM whose address the kernel chose; unmapped when dropped.
+#[derive(Debug)]
+struct CpuMapping {
+    ptr: *mut u8,
+    len: u64,
+}
+
+impl Drop for CpuMapping {
+    fn drop(&mut self) {
+        unmap(self.ptr as u64, self.len);
+    }
+}
+
+/// munmap a range this device mapped.
+fn unmap(address: u64, len: u64) {
+    // SAFETY: callers pass exactly a mapping this device made and no longer uses.
+    unsafe { libc::munmap(address as *mut libc::c_void, len as usize) };
+}
 
 /// A buffer on the GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,10 +173,12 @@ pub struct NvDevice {
     h_device: u32,
     arch: Arch,
     uuid: [u8; 16],
-    usermode: *mut u8,
-    low_next: u64,
-    high_next: u64,
+    usermode: CpuMapping,
     next_handle: u32,
+    /// Every buffer allocated and not yet freed, by VA: what `Drop` unmaps and releases.
+    live: BTreeMap<u64, NvBuffer>,
+    /// VA ranges reserved for UVM channel registration (CPU-visible window).
+    channel_windows: Vec<(u64, u64)>,
     signals: NvBuffer,
     free_slots: Vec<u32>,
     order_slot: u32,
@@ -226,12 +250,11 @@ impl NvDevice {
         let gpu_fd = client.open_gpu_fd(card.minor_number)?;
         let h_client = client.h_client();
         let (h_device, h_subdevice) = client.open_device(card.gpu_id)?;
-        let [sm_version, tpcs, sms_per_tpc, max_warps_per_sm, litter_gpcs, litter_tpcs, litter_sms] =
-            client.gr_info(
+        let [sm_version, tpcs, max_warps_per_sm, litter_gpcs, litter_tpcs, litter_sms] = client
+            .gr_info(
                 h_subdevice,
                 [
                     ctrl::NV2080_CTRL_GR_INFO_INDEX_SM_VERSION,
-                    ctrl::NV2080_CTRL_GR_INFO_INDEX_SHADER_PIPE_COUNT,
                     ctrl::NV2080_CTRL_GR_INFO_INDEX_SHADER_PIPE_SUB_COUNT,
                     ctrl::NV2080_CTRL_GR_INFO_INDEX_MAX_WARPS_PER_SM,
                     ctrl::NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_GPCS,
@@ -256,8 +279,17 @@ impl NvDevice {
         let copy_class = pick(&[arch.copy_class()], "copy engine")?;
 
         let h_usermode = client.alloc(h_subdevice, 0, usermode_class, None::<&mut ()>)?;
-        let usermode =
-            client.map_to_cpu(card.minor_number, h_device, h_usermode, 0x10000, None, 2)?;
+        let usermode = CpuMapping {
+            ptr: client.map_to_cpu(
+                card.minor_number,
+                h_device,
+                h_usermode,
+                USERMODE_BYTES,
+                None,
+                2,
+            )?,
+            len: USERMODE_BYTES,
+        };
 
         let mut va = NV_VASPACE_ALLOCATION_PARAMETERS {
             vaBase: flags::VASPACE_BASE,
@@ -302,9 +334,9 @@ impl NvDevice {
             arch,
             uuid,
             usermode,
-            low_next: LOW_WINDOW,
-            high_next: HIGH_WINDOW,
             next_handle: 0x1001,
+            live: BTreeMap::new(),
+            channel_windows: Vec::new(),
             signals: NvBuffer { handle: 0, va: 0, size: 0, host: true },
             free_slots: Vec::new(),
             order_slot: 0,
@@ -314,7 +346,7 @@ impl NvDevice {
             kargs: Ring { va: 0, size: KARGS_RING, head: 0, inflight: VecDeque::new() },
             programs: BTreeMap::new(),
             next_program: 1,
-            sm_count: tpcs * sms_per_tpc,
+            sm_count: tpcs * litter_sms,
             memory_bytes,
             name: crate::gpu::model_name(&crate::gpu::pci_address(&card))
                 .unwrap_or_else(|| format!("NVIDIA {arch:?} GPU")),
@@ -346,7 +378,7 @@ impl NvDevice {
         let h_ctxshare =
             device.client.alloc(h_tsg, 0, class::FERMI_CONTEXT_SHARE_A, Some(&mut share))?;
         let gpfifo = device.alloc_vram(0x20_0000, true, true)?;
-        let notifier = device.alloc_notifier(48 << 20)?;
+        let notifier = device.alloc_notifier(48 << 20)?.handle;
         for (i, engine_class) in [compute_class, copy_class].into_iter().enumerate() {
             let ring_off = i as u64 * 0x10_0000;
             let mut p = NV_CHANNEL_ALLOC_PARAMS {
@@ -369,14 +401,15 @@ impl NvDevice {
                 &mut token,
                 "NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN",
             )?;
-            let uvm_base = device.reserve_va(0x400_0000, true);
+            let (uvm_base, uvm_length) = Self::reserve_va(CHANNEL_WINDOW, true)?;
+            device.channel_windows.push((uvm_base, uvm_length));
             let mut rc = UVM_REGISTER_CHANNEL_PARAMS {
                 gpuUuid: uuid,
                 rmCtrlFd: device.client.ctl().as_raw_fd(),
                 hClient: h_client,
                 hChannel: h_channel,
                 base: uvm_base,
-                length: 0x400_0000,
+                length: uvm_length,
                 ..Default::default()
             };
             device
@@ -394,12 +427,14 @@ impl NvDevice {
                 push: Ring { va: push_va, size: PUSH_RING, head: 0, inflight: VecDeque::new() },
             });
         }
-        let schedule = NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS_V580 { bEnable: 1, ..Default::default() };
-        let size = device.client.branch().gpfifo_schedule_size() as u32;
+        // The 3-byte form; older drivers read only the first two bytes of it.
+        let mut schedule =
+            NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS_V580 { bEnable: 1, ..Default::default() };
+        let size = device.client.version().gpfifo_schedule_size() as u32;
         device.client.control_sized(
             h_tsg,
             ctrl::NVA06C_CTRL_CMD_GPFIFO_SCHEDULE,
-            &schedule as *const _ as u64,
+            &mut schedule as *mut _ as u64,
             size,
             "NVA06C_CTRL_CMD_GPFIFO_SCHEDULE",
         )?;
@@ -453,12 +488,11 @@ impl NvDevice {
         self.client.version()
     }
 
-    fn reserve_va(&mut self, size: u64, low: bool) -> u64 {
-        let align = if size >= 8 << 20 { 2 << 20 } else { 0x1000 };
-        let next = if low { &mut self.low_next } else { &mut self.high_next };
-        let va = next.next_multiple_of(align);
-        *next = va + size.next_multiple_of(align);
-        va
+    /// Reserve GPU VA for `size` bytes in the CPU-visible or GPU-only window; returns (start,
+    /// reserved size).
+    fn reserve_va(size: u64, cpu_visible: bool) -> Result<(u64, u64), NvError> {
+        va::reserve(size, cpu_visible)
+            .ok_or(NvError::OutOfSpace { what: "GPU virtual address window" })
     }
 
     fn uvm_map(&self, va: u64, size: u64, handle: u32) -> Result<(), NvError> {
@@ -470,7 +504,21 @@ impl NvDevice {
             "UVM_CREATE_EXTERNAL_RANGE",
             |p| p.rmStatus,
         )?;
-        let mut map = Box::new(UVM_MAP_EXTERNAL_ALLOCATION_PARAMS {
+        if self.client.version().uvm_map_external_gpu_slots() == UVM_MAX_GPUS {
+            self.uvm_map_external::<UVM_MAX_GPUS>(va, size, handle)
+        } else {
+            self.uvm_map_external::<UVM_MAX_GPUS_V1>(va, size, handle)
+        }
+    }
+
+    /// UVM_MAP_EXTERNAL_ALLOCATION in the layout with `GPUS` per-GPU slots.
+    fn uvm_map_external<const GPUS: usize>(
+        &self,
+        va: u64,
+        size: u64,
+        handle: u32,
+    ) -> Result<(), NvError> {
+        let mut map = Box::new(UvmMapExternalAllocationParams::<GPUS> {
             base: va,
             length: size,
             gpuAttributesCount: 1,
@@ -496,9 +544,9 @@ impl NvDevice {
         cpu_visible: bool,
         contiguous: bool,
     ) -> Result<NvBuffer, NvError> {
+        let (va, size) = Self::reserve_va(size.max(1), cpu_visible)?;
         let huge = size >= 8 << 20;
         let page = if huge { 2 << 20 } else { 0x1000 };
-        let size = size.next_multiple_of(page);
         let mut p = NV_MEMORY_ALLOCATION_PARAMS {
             owner: self.client.h_client(),
             r#type: flags::NVOS32_TYPE_IMAGE,
@@ -506,7 +554,7 @@ impl NvDevice {
             attr: if contiguous {
                 flags::ATTR_PHYSICALITY_CONTIGUOUS
             } else {
-                flags::ATTR_PHYSICALITY_NONCONTIGUOUS
+                flags::ATTR_PHYSICALITY_ALLOW_NONCONTIGUOUS
             } | if huge { flags::ATTR_PAGE_SIZE_HUGE } else { 0 },
             attr2: flags::ATTR2_VIDMEM | if huge { flags::ATTR2_PAGE_SIZE_HUGE_2MB } else { 0 },
             format: flags::MEMORY_FORMAT_PITCH,
@@ -515,29 +563,40 @@ impl NvDevice {
             limit: size - 1,
             ..Default::default()
         };
-        let handle =
-            self.client.alloc(self.h_device, 0, class::NV01_MEMORY_LOCAL_USER, Some(&mut p))?;
-        let va = self.reserve_va(size, cpu_visible);
+        let handle = match self.client.alloc(
+            self.h_device,
+            0,
+            class::NV01_MEMORY_LOCAL_USER,
+            Some(&mut p),
+        ) {
+            Ok(handle) => handle,
+            Err(e) => {
+                va::release(va, size, cpu_visible);
+                return Err(e.into());
+            }
+        };
         let buffer = NvBuffer { handle, va, size, host: cpu_visible };
         if cpu_visible {
             if let Err(e) =
                 self.client.map_to_cpu(self.minor, self.h_device, handle, size, Some(va), 0)
             {
                 // Nothing of ours is mapped at `va` (it may be someone else's): no munmap.
-                self.free(NvBuffer { host: false, ..buffer });
+                self.release(buffer, false);
                 return Err(e.into());
             }
         }
         let mapped = self.uvm_map(va, size, handle);
-        self.undo_on_error(buffer, mapped)
+        self.keep_or_release(buffer, mapped)
     }
 
-    fn alloc_notifier(&mut self, size: u64) -> Result<u32, NvError> {
+    /// The channels' error notifier: system memory the GPU writes, never mapped for the CPU.
+    fn alloc_notifier(&mut self, size: u64) -> Result<NvBuffer, NvError> {
+        let (va, size) = Self::reserve_va(size, false)?;
         let mut p = NV_MEMORY_ALLOCATION_PARAMS {
             owner: self.client.h_client(),
             r#type: flags::NVOS32_TYPE_NOTIFIER,
             flags: flags::SYSMEM_ALLOC_FLAGS,
-            attr: flags::ATTR_PHYSICALITY_NONCONTIGUOUS | flags::ATTR_LOCATION_PCI,
+            attr: flags::ATTR_PHYSICALITY_ALLOW_NONCONTIGUOUS | flags::ATTR_LOCATION_PCI,
             attr2: flags::ATTR2_SYSMEM_UNCACHED,
             format: flags::MEMORY_FORMAT_PITCH,
             size,
@@ -546,10 +605,16 @@ impl NvDevice {
             ..Default::default()
         };
         let handle =
-            self.client.alloc(self.h_device, 0, class::NV01_MEMORY_SYSTEM, Some(&mut p))?;
-        let va = self.reserve_va(size, false);
-        self.uvm_map(va, size, handle)?;
-        Ok(handle)
+            match self.client.alloc(self.h_device, 0, class::NV01_MEMORY_SYSTEM, Some(&mut p)) {
+                Ok(handle) => handle,
+                Err(e) => {
+                    va::release(va, size, false);
+                    return Err(e.into());
+                }
+            };
+        let buffer = NvBuffer { handle, va, size, host: false };
+        let mapped = self.uvm_map(va, size, handle);
+        self.keep_or_release(buffer, mapped)
     }
 
     /// Allocate `size` bytes: device memory (VRAM, GPU-only) or host-visible pinned memory.
@@ -557,11 +622,14 @@ impl NvDevice {
         if !host_visible {
             return self.alloc_vram(size, false, false);
         }
-        let size = size.next_multiple_of(0x1000);
-        let va = self.reserve_va(size, true);
+        let (va, size) = Self::reserve_va(size.max(1), true)?;
         // GPU VA == CPU VA for host-visible buffers.
-        crate::rm::client::mmap_at(Some(va), size, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)
-            .map_err(|source| RmError::Mmap { call: "host buffer".into(), source })?;
+        if let Err(source) =
+            crate::rm::client::mmap_at(Some(va), size, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)
+        {
+            va::release(va, size, true);
+            return Err(RmError::Mmap { call: "host buffer".into(), source }.into());
+        }
         let handle = self.next_handle;
         self.next_handle += 1;
         let buffer = NvBuffer { handle, va, size, host: true };
@@ -570,33 +638,51 @@ impl NvDevice {
             .alloc_os_descriptor(&self.gpu_fd, self.h_device, handle, va, size)
             .map_err(NvError::from)
             .and_then(|_| self.uvm_map(va, size, handle));
-        self.undo_on_error(buffer, registered)
+        self.keep_or_release(buffer, registered)
     }
 
-    /// `buffer` if `result` is Ok; otherwise release what of it exists and pass the error on.
-    fn undo_on_error(
+    /// Track `buffer` if `result` is Ok; otherwise release what of it exists and pass the
+    /// error on.
+    fn keep_or_release(
         &mut self,
         buffer: NvBuffer,
         result: Result<(), NvError>,
     ) -> Result<NvBuffer, NvError> {
         match result {
-            Ok(()) => Ok(buffer),
+            Ok(()) => {
+                self.live.insert(buffer.va, buffer);
+                Ok(buffer)
+            }
             Err(e) => {
-                self.free(buffer);
+                self.release(buffer, true);
                 Err(e)
             }
         }
     }
 
-    /// Free a buffer.
+    /// Free a buffer from [`NvDevice::alloc`]. The caller makes sure the GPU is done with it.
     pub fn free(&mut self, buffer: NvBuffer) {
-        let mut p = UVM_FREE_PARAMS { base: buffer.va, length: buffer.size, ..Default::default() };
-        let _ = self.client.uvm(uvm::UVM_FREE, &mut p, "UVM_FREE", |p| p.rmStatus);
-        let _ = self.client.free(self.h_device, buffer.handle);
-        if buffer.host {
-            // SAFETY: unmapping exactly the range this buffer mapped.
-            unsafe { libc::munmap(buffer.va as *mut libc::c_void, buffer.size as usize) };
+        if self.live.remove(&buffer.va) == Some(buffer) {
+            self.release(buffer, true);
         }
+    }
+
+    /// Undo a buffer: its UVM range, its RM memory, its CPU mapping (when `mapped`) and its VA.
+    /// Failures are ignored: each step releases what exists.
+    fn release(&mut self, buffer: NvBuffer, mapped: bool) {
+        if self.client.version().uvm_free_has_length() {
+            let mut p =
+                UVM_FREE_PARAMS { base: buffer.va, length: buffer.size, ..Default::default() };
+            let _ = self.client.uvm(uvm::UVM_FREE, &mut p, "UVM_FREE", |p| p.rmStatus);
+        } else {
+            let mut p = UVM_FREE_PARAMS_V590 { base: buffer.va, ..Default::default() };
+            let _ = self.client.uvm(uvm::UVM_FREE, &mut p, "UVM_FREE", |p| p.rmStatus);
+        }
+        let _ = self.client.free(self.h_device, buffer.handle);
+        if buffer.host && mapped {
+            unmap(buffer.va, buffer.size);
+        }
+        va::release(buffer.va, buffer.size, buffer.host);
     }
 
     /// Write into a host-visible buffer.
@@ -941,23 +1027,17 @@ impl NvDevice {
                 wait,
                 Instant::now() + INTERNAL_TIMEOUT,
             )?;
-            let ch = &mut self.channels[i];
             let entry = gpfifo_entry(va, pb.dwords().len(), true, false)?;
-            // The ring has GPFIFO_ENTRIES slots; keep one free so GPPut never meets GPGet.
-            let deadline = Instant::now() + INTERNAL_TIMEOUT;
-            loop {
-                // SAFETY: USERD lies in the CPU-mapped GPFIFO area owned by this device.
-                let get = unsafe {
-                    std::ptr::read_volatile((ch.userd_va + host::USERD_GP_GET as u64) as *const u32)
-                };
-                if (ch.put + 1) % GPFIFO_ENTRIES != u64::from(get) {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err(NvError::OutOfSpace { what: "GPFIFO ring (GPU not consuming)" });
-                }
-                std::hint::spin_loop();
-            }
+            // One GPFIFO entry per flush, so entries in flight = sequences not yet completed.
+            // Keep one slot free so GP_PUT never catches up with GP_GET. (USERD's GP_GET
+            // write-back may be disabled; the progress semaphore is what the GPU surely writes.)
+            let oldest_allowed = seq.saturating_sub(GPFIFO_ENTRIES - 1);
+            self.wait_signal(
+                self.channels[i].progress_slot,
+                oldest_allowed,
+                Instant::now() + INTERNAL_TIMEOUT,
+            )?;
+            let ch = &mut self.channels[i];
             // SAFETY: writes into this channel's push ring slot (reserved above), its GPFIFO ring
             // entry and USERD GP_PUT, and the usermode doorbell — all mappings this device owns.
             unsafe {
@@ -978,13 +1058,31 @@ impl NvDevice {
                 );
                 fence(Ordering::SeqCst);
                 std::ptr::write_volatile(
-                    self.usermode.add(host::USERMODE_NOTIFY_CHANNEL_PENDING) as *mut u32,
+                    self.usermode.ptr.add(host::USERMODE_NOTIFY_CHANNEL_PENDING) as *mut u32,
                     ch.token,
                 );
             }
             ch.seq = seq;
         }
         Ok(())
+    }
+}
+
+impl Drop for NvDevice {
+    /// Wait (briefly) for queued work, then unmap and release every buffer's CPU mapping and
+    /// VA range. RM objects go with the root client and UVM state with its file descriptors
+    /// when the fields drop after this.
+    fn drop(&mut self) {
+        let _ = self.wait_idle(Instant::now() + DROP_TIMEOUT);
+        for buffer in std::mem::take(&mut self.live).into_values() {
+            if buffer.host {
+                unmap(buffer.va, buffer.size);
+            }
+            va::release(buffer.va, buffer.size, buffer.host);
+        }
+        for (start, size) in self.channel_windows.drain(..) {
+            va::release(start, size, true);
+        }
     }
 }
 

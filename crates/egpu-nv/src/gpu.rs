@@ -59,8 +59,11 @@ pub fn list_gpus() -> Result<Vec<NvGpuInfo>, NvError> {
     for (index, card) in client.card_info()?.into_iter().enumerate() {
         let pci = card.pci_info;
         let pci_address = pci_address(&card);
-        // SM version and memory need a device + subdevice; failures leave them unknown rather
-        // than hiding the GPU from the list.
+        // SM version and memory need a device + subdevice, and RM only describes GPUs some
+        // process has attached by opening /dev/nvidiaN (without nvidia-persistenced, none
+        // has): hold the node open meanwhile. Failures leave the values unknown rather than
+        // hiding the GPU from the list.
+        let _attached = client.open_gpu_fd(card.minor_number);
         let (sm_version, memory_bytes) = match client.open_device(card.gpu_id) {
             Ok((h_device, h_subdevice)) => {
                 let sm = client

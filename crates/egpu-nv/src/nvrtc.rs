@@ -207,6 +207,23 @@ impl Nvrtc {
         Err(NvrtcError::NotFound { tried: tried.join(", ") })
     }
 
+    /// One NVRTC per major version found anywhere in the search order (tests compile with
+    /// every compiler a user might have: CUDA 12 and 13 write different cubin ABIs).
+    pub fn load_each_version() -> Vec<Nvrtc> {
+        let mut found: Vec<Nvrtc> = Vec::new();
+        for candidate in direct_candidates().into_iter().chain(python_candidates()) {
+            // SAFETY: as in `load`.
+            let Ok(library) = (unsafe { Library::new(&candidate) }) else { continue };
+            let Ok(nvrtc) = Nvrtc::from_library(library, candidate.display().to_string()) else {
+                continue;
+            };
+            if !found.iter().any(|n| n.version.0 == nvrtc.version.0) {
+                found.push(nvrtc);
+            }
+        }
+        found
+    }
+
     /// The first of `candidates` that loads, recording the ones that do not in `tried`.
     fn load_first(
         candidates: &[PathBuf],

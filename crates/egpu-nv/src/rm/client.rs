@@ -5,7 +5,7 @@
 
 use super::escape::*;
 use super::structs::*;
-use super::{class, ctrl, flags, nv_ioctl_request, uvm, DriverBranch, DriverVersion, RmStatus};
+use super::{class, ctrl, flags, nv_ioctl_request, uvm, DriverVersion, RmStatus};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -224,11 +224,6 @@ impl RmClient {
         self.version
     }
 
-    /// The layout branch in use.
-    pub fn branch(&self) -> DriverBranch {
-        self.version.branch()
-    }
-
     /// Root client handle.
     pub fn h_client(&self) -> u32 {
         self.h_client
@@ -367,8 +362,8 @@ impl RmClient {
 
     /// Map RM memory `h_memory` for the CPU: a fresh GPU fd, RM_MAP_MEMORY, mmap (§1.4).
     /// `at` asks for a fixed CPU address (never replacing an existing mapping), else the kernel
-    /// chooses. `nvos33_flags`:
-    /// 0 read-write; 2 (`NVOS33_FLAGS_ACCESS_WRITE_ONLY`) is what tinygrad uses for usermode.
+    /// chooses. `nvos33_flags`: 0 read-write; 2 (`NVOS33_FLAGS_ACCESS_WRITE_ONLY`) suits the
+    /// usermode doorbell page, which is only written (tinygrad has used both).
     pub fn map_to_cpu(
         &self,
         minor: u32,

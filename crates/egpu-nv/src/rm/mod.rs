@@ -140,9 +140,9 @@ pub mod ctrl {
     pub const NVA06C_CTRL_CMD_GPFIFO_SCHEDULE: u32 = 0xA06C_0101;
     /// `NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN`.
     pub const NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN: u32 = 0xC36F_0108;
-    /// `NV2080_CTRL_GR_INFO_INDEX_SHADER_PIPE_COUNT`: enabled TPCs.
-    pub const NV2080_CTRL_GR_INFO_INDEX_SHADER_PIPE_COUNT: u32 = 7;
-    /// `NV2080_CTRL_GR_INFO_INDEX_SHADER_PIPE_SUB_COUNT`: enabled SMs per TPC.
+    /// `NV2080_CTRL_GR_INFO_INDEX_SHADER_PIPE_SUB_COUNT`: enabled TPCs in total. (The header's
+    /// Tesla-era comment says "SMs per TPC"; NVIDIA's own UVM glue, `nv_gpu_ops.c`, and NVK read
+    /// it as the TPC count, and a GA106 answers 14 with 28 SMs.)
     pub const NV2080_CTRL_GR_INFO_INDEX_SHADER_PIPE_SUB_COUNT: u32 = 9;
     /// `NV2080_CTRL_GR_INFO_INDEX_SM_VERSION`.
     pub const NV2080_CTRL_GR_INFO_INDEX_SM_VERSION: u32 = 12;
@@ -201,7 +201,7 @@ pub mod flags {
     /// attr PHYSICALITY_CONTIGUOUS (bits 28:27).
     pub const ATTR_PHYSICALITY_CONTIGUOUS: u32 = 0x1000_0000;
     /// attr PHYSICALITY_NONCONTIGUOUS.
-    pub const ATTR_PHYSICALITY_NONCONTIGUOUS: u32 = 0x1800_0000;
+    pub const ATTR_PHYSICALITY_ALLOW_NONCONTIGUOUS: u32 = 0x1800_0000;
     /// attr PAGE_SIZE_HUGE (bits 24:23).
     pub const ATTR_PAGE_SIZE_HUGE: u32 = 0x0180_0000;
     /// attr LOCATION_PCI added to NONCONTIGUOUS (→ 0x1A000000).
@@ -220,17 +220,6 @@ pub mod flags {
     pub const UVM_MAPPING_READ_WRITE_ATOMIC: u32 = 1;
     /// NV2080_CTRL_GPU_GET_GID_FLAGS_FORMAT_BINARY.
     pub const GID_FLAGS_FORMAT_BINARY: u32 = 2;
-}
-
-/// Which struct layouts the loaded driver uses (reference §1.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum DriverBranch {
-    /// 535.x (and anything before 550): 570 layouts apply to the structs we use.
-    R535,
-    /// 550.x–579.x: NVOS46 56 B, VASPACE 48 B, GPFIFO_SCHEDULE 2 B.
-    R570,
-    /// 580.x and later: NVOS46 64 B, VASPACE 56 B, GPFIFO_SCHEDULE 3 B. The tested branch.
-    R580,
 }
 
 /// A driver version such as 580.105.08, parsed into numbers.
@@ -261,13 +250,9 @@ impl DriverVersion {
         Some(DriverVersion { major, minor, patch })
     }
 
-    /// The layout family this version uses.
-    pub fn branch(self) -> DriverBranch {
-        match self.major {
-            0..=549 => DriverBranch::R535,
-            550..=579 => DriverBranch::R570,
-            _ => DriverBranch::R580,
-        }
+    /// Whether this driver is `major.minor` or newer.
+    pub fn at_least(self, major: u32, minor: u32) -> bool {
+        (self.major, self.minor) >= (major, minor)
     }
 }
 
@@ -277,31 +262,51 @@ impl fmt::Display for DriverVersion {
     }
 }
 
-impl DriverBranch {
-    /// Size of `NVOS46_PARAMETERS` (MAP_MEMORY_DMA) for this branch.
+/// Struct layouts that changed between driver releases, keyed by the first release with the
+/// change (checked against open-gpu-kernel-modules tags 535.43.02 … 595.45.04, reference §1.6).
+/// 580 is the tested release; the others are built from the headers.
+impl DriverVersion {
+    /// Size of `NVOS46_PARAMETERS` (MAP_MEMORY_DMA): 64 B from 580 (+ `kindOverride`), else 56.
     pub fn nvos46_size(self) -> usize {
-        match self {
-            DriverBranch::R580 => std::mem::size_of::<structs::NVOS46_PARAMETERS_V580>(),
-            _ => std::mem::size_of::<structs::NVOS46_PARAMETERS_V570>(),
+        if self.at_least(580, 0) {
+            std::mem::size_of::<structs::NVOS46_PARAMETERS_V580>()
+        } else {
+            std::mem::size_of::<structs::NVOS46_PARAMETERS_V570>()
         }
     }
 
-    /// `paramsSize` of `NVA06C_CTRL_CMD_GPFIFO_SCHEDULE` for this branch.
+    /// `paramsSize` of `NVA06C_CTRL_CMD_GPFIFO_SCHEDULE`: 3 B from 575 (+ `bSkipEnable`), else 2.
     pub fn gpfifo_schedule_size(self) -> usize {
-        match self {
-            DriverBranch::R580 => {
-                std::mem::size_of::<structs::NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS_V580>()
-            }
-            _ => std::mem::size_of::<structs::NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS_V570>(),
+        if self.at_least(575, 0) {
+            std::mem::size_of::<structs::NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS_V580>()
+        } else {
+            std::mem::size_of::<structs::NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS_V570>()
         }
     }
 
-    /// Class-defined size of `NV_VASPACE_ALLOCATION_PARAMETERS` for this branch.
+    /// Class-defined size of `NV_VASPACE_ALLOCATION_PARAMETERS`: 56 B from 580 (+ `pasid`),
+    /// else 48 (RM reads only that much of our 56-byte struct, whose first 48 bytes agree).
     pub fn vaspace_params_size(self) -> usize {
-        match self {
-            DriverBranch::R580 => 56,
-            _ => 48,
+        if self.at_least(580, 0) {
+            56
+        } else {
+            48
         }
+    }
+
+    /// Per-GPU slots of `UVM_MAP_EXTERNAL_ALLOCATION_PARAMS`: `UVM_MAX_GPUS_V2` (256) from
+    /// 550.54, `UVM_MAX_GPUS` (32) before.
+    pub fn uvm_map_external_gpu_slots(self) -> usize {
+        if self.at_least(550, 54) {
+            structs::UVM_MAX_GPUS
+        } else {
+            structs::UVM_MAX_GPUS_V1
+        }
+    }
+
+    /// Whether `UVM_FREE_PARAMS` still has its `length` field (dropped in 590).
+    pub fn uvm_free_has_length(self) -> bool {
+        !self.at_least(590, 0)
     }
 }
 
@@ -311,6 +316,10 @@ mod tests {
     use super::structs::*;
     use super::*;
     use std::mem::size_of;
+
+    fn version(text: &str) -> DriverVersion {
+        DriverVersion::parse(text).unwrap()
+    }
 
     #[test]
     fn ioctl_requests_match_reference_table() {
@@ -326,13 +335,13 @@ mod tests {
             (NV_ESC_RM_ALLOC, size_of::<NVOS64_PARAMETERS>(), 0xC030_462B),
             (NV_ESC_RM_MAP_MEMORY, size_of::<nv_ioctl_nvos33_parameters_with_fd>(), 0xC038_464E),
             (NV_ESC_RM_UNMAP_MEMORY, size_of::<NVOS34_PARAMETERS>(), 0xC020_464F),
-            (NV_ESC_RM_MAP_MEMORY_DMA, DriverBranch::R580.nvos46_size(), 0xC040_4657),
+            (NV_ESC_RM_MAP_MEMORY_DMA, version("580.105.08").nvos46_size(), 0xC040_4657),
         ];
         for (nr, size, want) in cases {
             assert_eq!(nv_ioctl_request(nr, size), Some(want), "escape 0x{nr:x} size {size}");
         }
         assert_eq!(
-            nv_ioctl_request(NV_ESC_RM_MAP_MEMORY_DMA, DriverBranch::R570.nvos46_size()),
+            nv_ioctl_request(NV_ESC_RM_MAP_MEMORY_DMA, version("570.86.16").nvos46_size()),
             Some(0xC038_4657)
         );
         assert_eq!(nv_ioctl_request(NV_ESC_RM_ALLOC, 1 << 14), None);
@@ -343,26 +352,42 @@ mod tests {
         let v = DriverVersion::parse("580.105.08\0\0").unwrap();
         assert_eq!(v, DriverVersion { major: 580, minor: 105, patch: 8 });
         assert_eq!(v.to_string(), "580.105.08");
-        assert_eq!(v.branch(), DriverBranch::R580);
-        assert_eq!(DriverVersion::parse("570.86.16").unwrap().branch(), DriverBranch::R570);
-        assert_eq!(DriverVersion::parse("535.261.03").unwrap().branch(), DriverBranch::R535);
-        assert_eq!(DriverVersion::parse("595.45").unwrap().branch(), DriverBranch::R580);
+        assert!(v.at_least(580, 105) && v.at_least(575, 200) && !v.at_least(580, 106));
+        assert_eq!(version("595.45"), DriverVersion { major: 595, minor: 45, patch: 0 });
         for bad in ["", "580", "x.1.2", "580.1.2.3", "580..1"] {
             assert_eq!(DriverVersion::parse(bad), None, "{bad:?}");
         }
     }
 
     #[test]
-    fn branch_sizes_follow_reference_1_6() {
-        assert_eq!(DriverBranch::R580.nvos46_size(), 64);
-        assert_eq!(DriverBranch::R570.nvos46_size(), 56);
-        assert_eq!(DriverBranch::R535.nvos46_size(), 56);
-        assert_eq!(DriverBranch::R580.gpfifo_schedule_size(), 3);
-        assert_eq!(DriverBranch::R570.gpfifo_schedule_size(), 2);
+    fn layouts_change_at_the_releases_that_changed_them() {
+        // (version, NVOS46, SCHEDULE, VASPACE, UVM map slots, UVM_FREE has length)
+        let table = [
+            ("535.261.03", 56, 2, 48, 32, true),
+            ("550.40.07", 56, 2, 48, 32, true),
+            ("550.54.14", 56, 2, 48, 256, true),
+            ("570.86.16", 56, 2, 48, 256, true),
+            ("575.64.05", 56, 3, 48, 256, true),
+            ("580.105.08", 64, 3, 56, 256, true),
+            ("590.44.01", 64, 3, 56, 256, false),
+        ];
+        for (text, nvos46, schedule, vaspace, slots, free_length) in table {
+            let v = version(text);
+            assert_eq!(
+                (
+                    v.nvos46_size(),
+                    v.gpfifo_schedule_size(),
+                    v.vaspace_params_size(),
+                    v.uvm_map_external_gpu_slots(),
+                    v.uvm_free_has_length()
+                ),
+                (nvos46, schedule, vaspace, slots, free_length),
+                "{text}"
+            );
+        }
         assert_eq!(
-            DriverBranch::R580.vaspace_params_size(),
+            version("580.0").vaspace_params_size(),
             size_of::<NV_VASPACE_ALLOCATION_PARAMETERS>()
         );
-        assert_eq!(DriverBranch::R570.vaspace_params_size(), 48);
     }
 }

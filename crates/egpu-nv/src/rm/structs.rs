@@ -2,7 +2,7 @@
 //!
 //! Layouts are the 580 branch as measured in the reference (nv-driver.md §1.2, gcc + gdb
 //! `ptype /o` on 580.105.08 / 580.142). Where 570/535 differ (§1.6) both forms exist and
-//! [`crate::rm::DriverBranch`] chooses. Names follow NVIDIA's headers (`nvos.h`, `nv-ioctl.h`,
+//! the [`crate::rm::DriverVersion`] methods choose. Names follow NVIDIA's headers (`nvos.h`, `nv-ioctl.h`,
 //! `uvm_ioctl.h`, `cl*.h`, `ctrl*.h`) so they can be grepped there.
 
 #![allow(non_snake_case, non_camel_case_types)]
@@ -611,7 +611,7 @@ pub struct UVM_CREATE_EXTERNAL_RANGE_PARAMS {
 }
 layout!(UVM_CREATE_EXTERNAL_RANGE_PARAMS, 24, base @ 0, length @ 8, rmStatus @ 16);
 
-/// `UVM_FREE_PARAMS` (24 B).
+/// `UVM_FREE_PARAMS` before 590 (24 B).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UVM_FREE_PARAMS {
@@ -621,6 +621,16 @@ pub struct UVM_FREE_PARAMS {
     pub _pad: u32,
 }
 layout!(UVM_FREE_PARAMS, 24, base @ 0, length @ 8, rmStatus @ 16);
+
+/// `UVM_FREE_PARAMS` from 590 on (16 B: `length` dropped).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UVM_FREE_PARAMS_V590 {
+    pub base: u64,
+    pub rmStatus: u32,
+    pub _pad: u32,
+}
+layout!(UVM_FREE_PARAMS_V590, 16, base @ 0, rmStatus @ 8);
 
 /// `UvmGpuMappingAttributes` (36 B).
 #[repr(C)]
@@ -636,32 +646,42 @@ pub struct UvmGpuMappingAttributes {
 }
 layout!(UvmGpuMappingAttributes, 36, gpuUuid @ 0, gpuMappingType @ 16, gpuCachingType @ 20, gpuFormatType @ 24, gpuElementBits @ 28, gpuCompressionType @ 32);
 
-/// Per-GPU attribute slots in [`UVM_MAP_EXTERNAL_ALLOCATION_PARAMS`] (`UVM_MAX_GPUS_V2`).
+/// Per-GPU attribute slots in [`UVM_MAP_EXTERNAL_ALLOCATION_PARAMS`] from 550.54
+/// (`UVM_MAX_GPUS_V2`, later `UVM_MAX_GPUS`).
 pub const UVM_MAX_GPUS: usize = 256;
+/// Slots before 550.54 (`UVM_MAX_GPUS` = `NV_MAX_DEVICES`).
+pub const UVM_MAX_GPUS_V1: usize = 32;
 
-/// `UVM_MAP_EXTERNAL_ALLOCATION_PARAMS` (9264 B).
+/// `UVM_MAP_EXTERNAL_ALLOCATION_PARAMS` with `GPUS` per-GPU slots; see the two aliases.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-pub struct UVM_MAP_EXTERNAL_ALLOCATION_PARAMS {
+pub struct UvmMapExternalAllocationParams<const GPUS: usize> {
     pub base: u64,
     pub length: u64,
     pub offset: u64,
-    pub perGpuAttributes: [UvmGpuMappingAttributes; UVM_MAX_GPUS],
+    pub perGpuAttributes: [UvmGpuMappingAttributes; GPUS],
     pub gpuAttributesCount: u64,
     pub rmCtrlFd: i32,
     pub hClient: u32,
     pub hMemory: u32,
     pub rmStatus: u32,
 }
+
+/// `UVM_MAP_EXTERNAL_ALLOCATION_PARAMS` from 550.54 on (9264 B).
+pub type UVM_MAP_EXTERNAL_ALLOCATION_PARAMS = UvmMapExternalAllocationParams<UVM_MAX_GPUS>;
 layout!(UVM_MAP_EXTERNAL_ALLOCATION_PARAMS, 9264, base @ 0, length @ 8, offset @ 16, perGpuAttributes @ 24, gpuAttributesCount @ 9240, rmCtrlFd @ 9248, hClient @ 9252, hMemory @ 9256, rmStatus @ 9260);
 
-impl Default for UVM_MAP_EXTERNAL_ALLOCATION_PARAMS {
+/// `UVM_MAP_EXTERNAL_ALLOCATION_PARAMS` before 550.54 (1200 B).
+pub type UVM_MAP_EXTERNAL_ALLOCATION_PARAMS_V535 = UvmMapExternalAllocationParams<UVM_MAX_GPUS_V1>;
+layout!(UVM_MAP_EXTERNAL_ALLOCATION_PARAMS_V535, 1200, perGpuAttributes @ 24, gpuAttributesCount @ 1176, rmCtrlFd @ 1184, hClient @ 1188, hMemory @ 1192, rmStatus @ 1196);
+
+impl<const GPUS: usize> Default for UvmMapExternalAllocationParams<GPUS> {
     fn default() -> Self {
         Self {
             base: 0,
             length: 0,
             offset: 0,
-            perGpuAttributes: [UvmGpuMappingAttributes::default(); UVM_MAX_GPUS],
+            perGpuAttributes: [UvmGpuMappingAttributes::default(); GPUS],
             gpuAttributesCount: 0,
             rmCtrlFd: 0,
             hClient: 0,
