@@ -25,13 +25,15 @@ pub enum Arch {
 }
 
 impl Arch {
-    /// From the GR_GET_INFO SM_VERSION value (0x800, 0x806, 0x809, 0x900, 0xA00, 0xC00).
+    /// From the GR_GET_INFO SM_VERSION value (0x800, 0x806, 0x809, 0x900, 0xA00, 0xC00). GB20x
+    /// answers 0xA04 (`NV2080_CTRL_GR_INFO_SM_VERSION_10_04`), though NVRTC calls it sm_120.
     pub fn from_sm_version(sm: u32) -> Option<Arch> {
         Some(match sm {
             0x800 => Arch::AmpereGa100,
             0x806..=0x808 => Arch::AmpereGa10x,
             0x809 => Arch::Ada,
             0x900 => Arch::Hopper,
+            0xA04 => Arch::BlackwellGb20x,
             0xA00..=0xAFF => Arch::BlackwellGb10x,
             0xC00..=0xCFF => Arch::BlackwellGb20x,
             _ => return None,
@@ -157,6 +159,8 @@ mod tests {
         assert_eq!(Arch::from_sm_version(0x900), Some(Arch::Hopper));
         assert_eq!(Arch::from_sm_version(0x806), Some(Arch::AmpereGa10x));
         assert_eq!(Arch::from_sm_version(0x750), None);
+        assert_eq!(Arch::from_sm_version(0xA00), Some(Arch::BlackwellGb10x));
+        assert_eq!(Arch::from_sm_version(0xA04), Some(Arch::BlackwellGb20x));
         for arch in [
             Arch::AmpereGa100,
             Arch::AmpereGa10x,

@@ -37,6 +37,9 @@ pub mod eiattr {
     pub const MAX_STACK_SIZE: u8 = 0x23;
     /// `EIATTR_REGCOUNT` {u32 sym, u32 regs}.
     pub const REGCOUNT: u8 = 0x2F;
+    /// `EIATTR_NUM_BARRIERS` (HVAL): named barriers used. NVRTC 13 writes this; NVRTC 12 puts
+    /// the count in the `.text.K` section flags instead.
+    pub const NUM_BARRIERS: u8 = 0x4C;
 }
 
 /// Why a cubin was rejected.
@@ -108,6 +111,14 @@ pub enum CubinError {
         /// Section name.
         section: String,
     },
+    /// A constant bank the QMD has no slot for.
+    #[error("section {section} uses constant bank {bank}; the QMD binds banks 0-7")]
+    ConstantBank {
+        /// Section name.
+        section: String,
+        /// Bank number.
+        bank: u32,
+    },
     /// A relocation type the loader does not know.
     #[error("relocation type {r_type} in section {section} is not supported (only R_CUDA_64 = 2, 0x38, 0x39)")]
     UnsupportedRelocation {
@@ -141,6 +152,21 @@ pub struct KernelParam {
     pub size: u32,
 }
 
+/// A constant bank other than 0 a kernel reads (`.nv.constantN` shared by all kernels, or
+/// `.nv.constantN.K`): `__constant__` data is bank 3, global-address tables bank 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConstantBank {
+    /// Bank number (1-7).
+    pub bank: u8,
+    /// Offset of the section in the loadable image.
+    pub offset: u64,
+    /// Size in bytes.
+    pub bytes: u32,
+}
+
+/// Most constant-bank slots a QMD has.
+pub const CONSTANT_BANKS: u32 = 8;
+
 /// One kernel (`.text.K`) and its metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CubinKernel {
@@ -168,6 +194,11 @@ pub struct CubinKernel {
     pub local_bytes: u32,
     /// `__launch_bounds__` / `reqntid` limit, if any.
     pub max_threads: Option<[u32; 3]>,
+    /// Named barriers the kernel uses (`.text.K` section flags bits 26:20, or
+    /// `EIATTR_NUM_BARRIERS`).
+    pub barriers: u32,
+    /// Constant banks other than 0 it reads, bound from the image at launch.
+    pub constant_banks: Vec<ConstantBank>,
 }
 
 /// A parsed cubin: its kernels and the image to upload.
@@ -291,6 +322,24 @@ pub struct Image {
 /// Prefetch slack after the image.
 pub const IMAGE_SLACK: usize = 0x1000;
 
+/// Largest zero-initialised global section accepted (it is allocated, not read, so a hostile
+/// size would otherwise ask for unbounded memory).
+const MAX_GLOBAL_BYTES: usize = 256 << 20;
+
+fn is_global_data(name: &str) -> bool {
+    name == ".nv.global" || name.starts_with(".nv.global.")
+}
+
+/// `N` of `.nv.constantN` / `.nv.constantN.K`, and the kernel name if per-kernel.
+fn constant_bank_of(name: &str) -> Option<(u32, Option<&str>)> {
+    let rest = name.strip_prefix(".nv.constant")?;
+    let (digits, kernel) = match rest.split_once('.') {
+        Some((digits, kernel)) => (digits, Some(kernel)),
+        None => (rest, None),
+    };
+    Some((digits.parse().ok()?, kernel))
+}
+
 impl Image {
     /// The image relocated for the GPU address `base`.
     pub fn at(&self, base: u64) -> Vec<u8> {
@@ -337,12 +386,23 @@ fn layout_image(elf: &Elf<'_>) -> Result<Image, CubinError> {
     for section in elf.sections() {
         let sh = section.elf_section_header();
         let alloc = sh.sh_flags(endian) & u64::from(object::elf::SHF_ALLOC) != 0;
-        if !alloc || sh.sh_type(endian) != object::elf::SHT_PROGBITS {
-            continue;
-        }
         let offset = bytes.len().next_multiple_of(128);
-        bytes.resize(offset, 0);
-        bytes.extend_from_slice(section.data().map_err(elf_err)?);
+        match sh.sh_type(endian) {
+            object::elf::SHT_PROGBITS if alloc => {
+                bytes.resize(offset, 0);
+                bytes.extend_from_slice(section.data().map_err(elf_err)?);
+            }
+            // Zero-initialised `__device__` variables: room in the image, all zeros. (Other
+            // NOBITS sections, `.nv.shared.K` and the like, describe on-chip memory.)
+            object::elf::SHT_NOBITS if alloc && section.name().is_ok_and(is_global_data) => {
+                let size = usize::try_from(section.size())
+                    .ok()
+                    .filter(|&size| size <= MAX_GLOBAL_BYTES)
+                    .ok_or_else(|| CubinError::Elf(".nv.global section too large".into()))?;
+                bytes.resize(offset + size, 0);
+            }
+            _ => continue,
+        }
         section_offsets.insert(section.index().0, offset as u64);
     }
     bytes.resize(bytes.len() + IMAGE_SLACK, 0);
@@ -452,7 +512,26 @@ impl Cubin {
                 shared_bytes: 0,
                 local_bytes: local.get(kernel).copied().unwrap_or(0),
                 max_threads: None,
+                barriers: ((section.elf_section_header().sh_flags(endian) >> 20) & 0x7F) as u32,
+                constant_banks: Vec::new(),
             };
+            for (bank_name, &(index, size)) in &sections_by_name {
+                let Some((bank, owner)) = constant_bank_of(bank_name) else { continue };
+                if bank == 0 || owner.is_some_and(|owner| owner != kernel) {
+                    continue;
+                }
+                if bank >= CONSTANT_BANKS {
+                    return Err(CubinError::ConstantBank { section: bank_name.clone(), bank });
+                }
+                let offset =
+                    *image.section_offsets.get(&index).ok_or_else(|| not_loaded(bank_name))?;
+                k.constant_banks.push(ConstantBank {
+                    bank: bank as u8,
+                    offset,
+                    bytes: u32::try_from(size)
+                        .map_err(|_| CubinError::Elf("constant bank too large".into()))?,
+                });
+            }
             let constant0_name = format!(".nv.constant0.{kernel}");
             if let Some(&(index, size)) = sections_by_name.get(&constant0_name) {
                 let offset = *image
@@ -490,6 +569,9 @@ impl Cubin {
                                 offset,
                                 size: (flags >> 18) & 0x3FFF,
                             });
+                        }
+                        eiattr::NUM_BARRIERS => {
+                            k.barriers = k.barriers.max(u32::from(record.value))
                         }
                         eiattr::MAX_THREADS | eiattr::REQNTID => {
                             let dims = [

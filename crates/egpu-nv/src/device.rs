@@ -6,7 +6,9 @@
 
 use crate::arch::Arch;
 use crate::cubin::{Cubin, CubinKernel};
-use crate::launch::{build_cbuf0, build_qmd, QmdLaunch, LOCAL_WINDOW_BASE, SHARED_WINDOW_BASE};
+use crate::launch::{
+    build_cbuf0, build_qmd, QmdLaunch, LOCAL_WINDOW_BASE, SHARED_WINDOW_BASE, STACK_RESERVE,
+};
 use crate::pushbuf::{compute, gpfifo_entry, host, subchannel, PushBuffer};
 use crate::rm::client::{RmClient, RmError};
 use crate::rm::structs::*;
@@ -387,6 +389,9 @@ impl NvDevice {
                 gpFifoOffset: gpfifo.va + ring_off,
                 gpFifoEntries: GPFIFO_ENTRIES as u32,
                 hContextShare: h_ctxshare,
+                // The copy channel gets its own runqueue: otherwise it waits behind the compute
+                // channel whenever that one stalls on a wait-for-idle under a long kernel.
+                flags: if i == COPY { flags::CHANNEL_RUNQUEUE_ONE } else { 0 },
                 ..Default::default()
             };
             p.hUserdMemory[0] = gpfifo.handle;
@@ -877,6 +882,8 @@ impl NvDevice {
     ) -> Result<(), NvError> {
         let mut pbs = [PushBuffer::new(), PushBuffer::new()];
         let order_addr = self.signal_address(self.order_slot);
+        // A grid launched in this submission may still be running (no WFI since).
+        let mut compute_running = false;
         for command in commands {
             let ch = match command {
                 NvCommand::Copy { .. } => COPY,
@@ -887,6 +894,7 @@ impl NvDevice {
                 self.order_value += 1;
                 pbs[prev].semaphore_release(order_addr, self.order_value)?;
                 pbs[ch].semaphore_acquire(order_addr, self.order_value)?;
+                compute_running &= prev != COMPUTE;
             }
             last = Some(ch);
             match command {
@@ -895,13 +903,25 @@ impl NvDevice {
                 }
                 NvCommand::Signal { slot, value } => {
                     pbs[ch].semaphore_release(self.signal_address(*slot), *value)?;
+                    compute_running &= ch != COMPUTE;
                 }
                 NvCommand::Wait { slot, value } => {
                     pbs[ch].semaphore_acquire(self.signal_address(*slot), *value)?;
                 }
                 NvCommand::Launch { program, kernel, grid, block, dynamic_shared_bytes, args } => {
-                    if let Some(need) = self.kernel(*program, kernel).map(|k| k.local_bytes) {
-                        self.ensure_local_memory(need, &mut pbs[COMPUTE])?;
+                    if let Some(frame) = self.kernel(*program, kernel).map(|k| k.local_bytes) {
+                        if frame > 0 {
+                            // The stack starts STACK_RESERVE below the top of the window.
+                            self.ensure_local_memory(
+                                frame.saturating_add(STACK_RESERVE),
+                                &mut pbs[COMPUTE],
+                            )?;
+                        }
+                    }
+                    // A launch only queues its grid: without a wait the next grid may
+                    // overlap it. Signals release with a WFI, so they already separate.
+                    if compute_running {
+                        pbs[COMPUTE].wait_for_idle()?;
                     }
                     let qmd_va = self.prepare_launch(
                         *program,
@@ -912,6 +932,7 @@ impl NvDevice {
                         args,
                     )?;
                     pbs[COMPUTE].launch_qmd(qmd_va)?;
+                    compute_running = true;
                 }
             }
         }
@@ -988,6 +1009,7 @@ impl NvDevice {
             k,
             &QmdLaunch {
                 program_address,
+                image_address: p.image.va,
                 cbuf0_address: va,
                 cbuf0_bytes: cb.len() as u32,
                 grid,

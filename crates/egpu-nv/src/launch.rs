@@ -1,30 +1,59 @@
 //! Per-launch data: constant bank 0 (cbuf0) contents and the QMD built from a cubin kernel.
 //!
 //! cbuf0 layout (reference nv-driver.md §2.5, confirmed there by disassembling NVRTC output):
-//! 0x00/0x04/0x08 blockDim, 0x0C/0x10/0x14 gridDim, 0x18 shared window (sm_8x), 0x20 local
-//! window, 0x28 initial stack pointer, parameters from the arch's param base (0x160 sm_8x,
-//! 0x210 sm_90, 0x380 Blackwell).
+//! up to sm_90 0x00/0x04/0x08 blockDim, 0x0C/0x10/0x14 gridDim, 0x18 shared window, 0x20 local
+//! window, 0x28 initial stack pointer; Blackwell moves them (see [`Cbuf0Layout`]); parameters
+//! from the arch's param base (0x160 sm_8x, 0x210 sm_90, 0x380 Blackwell).
 
 use crate::arch::{sm_config_encoding, Arch};
 use crate::cubin::CubinKernel;
 use crate::qmd::{Qmd, QmdError, QmdField};
 use thiserror::Error;
 
-/// cbuf0 offsets (reference §2.5).
-pub mod cbuf0 {
+/// Where the driver-written constants sit in constant bank 0 (reference §2.5; Blackwell's from
+/// nvdisasm of NVRTC sm_100/sm_120 output, agreeing with tinygrad).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cbuf0Layout {
     /// blockDim.x (y at +4, z at +8).
-    pub const BLOCK_DIM: usize = 0x00;
+    pub block_dim: usize,
     /// gridDim.x (y at +4, z at +8).
-    pub const GRID_DIM: usize = 0x0C;
-    /// Shared-memory window base (u64), read by sm_8x `cvta`.
-    pub const SHARED_WINDOW: usize = 0x18;
+    pub grid_dim: usize,
+    /// Shared-memory window base (u64); sm_8x reads it (`cvta`), sm_90 uses SR_SWINHI.
+    pub shared_window: usize,
     /// Local-memory window base (u64).
-    pub const LOCAL_WINDOW: usize = 0x20;
+    pub local_window: usize,
     /// Initial stack pointer (u32).
-    pub const STACK_POINTER: usize = 0x28;
-    /// tinygrad's initial stack pointer value.
-    pub const STACK_POINTER_VALUE: u32 = 0x00FF_FDC0;
+    pub stack_pointer: usize,
 }
+
+impl Cbuf0Layout {
+    /// The layout `arch`'s compiler expects.
+    pub fn of(arch: Arch) -> Cbuf0Layout {
+        match arch {
+            Arch::BlackwellGb10x | Arch::BlackwellGb20x => Cbuf0Layout {
+                block_dim: 0x360,
+                grid_dim: 0x370,
+                shared_window: 0x2F0,
+                local_window: 0x2F8,
+                stack_pointer: 0x37C,
+            },
+            _ => Cbuf0Layout {
+                block_dim: 0x00,
+                grid_dim: 0x0C,
+                shared_window: 0x18,
+                local_window: 0x20,
+                stack_pointer: 0x28,
+            },
+        }
+    }
+}
+
+/// Initial stack pointer: the top of the 16 MiB local window less 0x240 bytes the ABI keeps
+/// above the stack (tinygrad's value; nvdisasm shows frames growing down from it).
+pub const STACK_POINTER_VALUE: u32 = 0x00FF_FDC0;
+/// Local memory each thread needs above its stack frame: the window's top down to the initial
+/// stack pointer.
+pub const STACK_RESERVE: u32 = 0x0100_0000 - STACK_POINTER_VALUE;
 
 /// GPU VA windows (reference §1.4): unbacked holes the SM maps shared/local memory into.
 pub const SHARED_WINDOW_BASE: u64 = 0x7294_0000_0000;
@@ -137,19 +166,20 @@ pub fn build_cbuf0(
             want: base,
         });
     }
+    let layout = Cbuf0Layout::of(arch);
     let size = (base as usize + args.len()).max(template.len()).next_multiple_of(16);
     let mut cb = vec![0u8; size];
     cb[..template.len()].copy_from_slice(template);
     let put32 = |cb: &mut [u8], at: usize, v: u32| cb[at..at + 4].copy_from_slice(&v.to_le_bytes());
     for i in 0..3 {
-        put32(&mut cb, cbuf0::BLOCK_DIM + 4 * i, block[i]);
-        put32(&mut cb, cbuf0::GRID_DIM + 4 * i, grid[i]);
+        put32(&mut cb, layout.block_dim + 4 * i, block[i]);
+        put32(&mut cb, layout.grid_dim + 4 * i, grid[i]);
     }
-    cb[cbuf0::SHARED_WINDOW..cbuf0::SHARED_WINDOW + 8]
+    cb[layout.shared_window..layout.shared_window + 8]
         .copy_from_slice(&SHARED_WINDOW_BASE.to_le_bytes());
-    cb[cbuf0::LOCAL_WINDOW..cbuf0::LOCAL_WINDOW + 8]
+    cb[layout.local_window..layout.local_window + 8]
         .copy_from_slice(&LOCAL_WINDOW_BASE.to_le_bytes());
-    put32(&mut cb, cbuf0::STACK_POINTER, cbuf0::STACK_POINTER_VALUE);
+    put32(&mut cb, layout.stack_pointer, STACK_POINTER_VALUE);
     cb[base as usize..base as usize + args.len()].copy_from_slice(args);
     Ok(cb)
 }
@@ -159,6 +189,8 @@ pub fn build_cbuf0(
 pub struct QmdLaunch {
     /// GPU address of the kernel's first instruction.
     pub program_address: u64,
+    /// GPU address of the program image (for the constant banks other than 0 it holds).
+    pub image_address: u64,
     /// GPU address of cbuf0 (64-byte aligned on V04/V05).
     pub cbuf0_address: u64,
     /// cbuf0 size in bytes.
@@ -219,7 +251,8 @@ pub fn build_qmd(arch: Arch, kernel: &CubinKernel, launch: &QmdLaunch) -> Result
     q.set(ApiVisibleCallLimit, 1)?;
     q.set(SamplerIndex, 1)?;
     q.set(CwdMembarType, 1)?; // L1_SYSMEMBAR: results visible before the release
-    q.set(BarrierCount, 1)?;
+                              // At least one: bar.sync 0 is always usable.
+    q.set(BarrierCount, u64::from(kernel.barriers.max(1)))?;
     q.set(RegisterCount, u64::from(kernel.registers))?;
     q.set(SassVersion, u64::from(((arch.sm() / 10) << 4) | (arch.sm() % 10)))?;
     q.set(GridWidth, u64::from(launch.grid[0]))?;
@@ -236,6 +269,12 @@ pub fn build_qmd(arch: Arch, kernel: &CubinKernel, launch: &QmdLaunch) -> Result
     q.set_program_address(launch.program_address)?;
     q.set_constant_buffer(0, launch.cbuf0_address, launch.cbuf0_bytes)?;
     q.set(ConstantBufferInvalidate(0), 1)?;
+    // `__constant__` data (bank 3), address tables (bank 4) and the like, from the image.
+    for bank in &kernel.constant_banks {
+        let bytes = bank.bytes.next_multiple_of(16);
+        q.set_constant_buffer(bank.bank, launch.image_address + bank.offset, bytes)?;
+        q.set(ConstantBufferInvalidate(bank.bank), 1)?;
+    }
     if let Some((address, payload)) = launch.release {
         q.set_release(0, address, payload)?;
     }
@@ -261,6 +300,8 @@ mod tests {
             shared_bytes: 0x500,
             local_bytes: 0,
             max_threads: None,
+            barriers: 0,
+            constant_banks: vec![],
         }
     }
 
@@ -277,6 +318,7 @@ mod tests {
         assert_eq!(u32_at(0x28), 0xFFFDC0);
         assert_eq!(&cb[0x210..0x220], &args[..]);
         assert_eq!(cb[0x30], 0xEE, "template bytes outside the driver fields survive");
+        assert_eq!(STACK_RESERVE, 0x240);
         assert!(matches!(
             build_cbuf0(Arch::Hopper, &k, &[], [1; 3], [1; 3], &[0; 8]),
             Err(LaunchError::ArgumentBlockSize { got: 8, want: 16, .. })
@@ -288,9 +330,28 @@ mod tests {
     }
 
     #[test]
+    fn blackwell_cbuf0_moves_the_driver_constants() {
+        // nvdisasm of NVRTC sm_100/sm_120 output: blockDim c[0][0x360], gridDim c[0][0x370],
+        // stack pointer c[0][0x37c], local window c[0][0x2f8].
+        let k = kernel(8, 0x380);
+        let cb =
+            build_cbuf0(Arch::BlackwellGb20x, &k, &[], [5, 6, 7], [64, 2, 1], &[0xAB; 8]).unwrap();
+        let u32_at = |o: usize| u32::from_le_bytes(cb[o..o + 4].try_into().unwrap());
+        assert_eq!([u32_at(0x360), u32_at(0x364), u32_at(0x368)], [64, 2, 1]);
+        assert_eq!([u32_at(0x370), u32_at(0x374), u32_at(0x378)], [5, 6, 7]);
+        assert_eq!(u32_at(0x37C), STACK_POINTER_VALUE);
+        assert_eq!(u64::from_le_bytes(cb[0x2F8..0x300].try_into().unwrap()), LOCAL_WINDOW_BASE);
+        assert_eq!(&cb[0x380..0x388], &[0xAB; 8]);
+        assert_eq!(&cb[..0x2F0], &[0; 0x2F0][..], "nothing at the Hopper offsets");
+    }
+
+    #[test]
     fn hopper_qmd_carries_launch_fields() {
-        let k = kernel(16, 0x210);
+        let mut k = kernel(16, 0x210);
+        k.barriers = 2;
+        k.constant_banks = vec![crate::cubin::ConstantBank { bank: 3, offset: 0x800, bytes: 20 }];
         let launch = QmdLaunch {
+            image_address: 0x10_0000_0000,
             program_address: 0x10_0000_1000,
             cbuf0_address: 0x10_0002_0000,
             cbuf0_bytes: 0x220,
@@ -315,6 +376,15 @@ mod tests {
             (0x10_0002_0000u64 >> 6) & 0xFFFF_FFFF
         );
         assert_eq!(q.get(QmdField::ReleaseSemaphorePayloadLower(0)), 5);
+        assert_eq!(q.get(QmdField::BarrierCount), 2);
+        // Bank 3 bound at image + 0x800, 20 bytes rounded to 32.
+        assert_eq!(q.get(QmdField::ConstantBufferValid(3)), 1);
+        assert_eq!(
+            q.get(QmdField::ConstantBufferAddrLower(3)),
+            ((0x10_0000_0800u64) >> 6) & 0xFFFF_FFFF
+        );
+        assert_eq!(q.get(QmdField::ConstantBufferSizeShifted4(3)), 32 >> 4);
+        assert_eq!(q.get(QmdField::ConstantBufferValid(4)), 0);
         // Ada adds the 1 KiB reserved block itself.
         let ada = build_qmd(Arch::Ada, &kernel(16, 0x160), &launch).unwrap();
         assert_eq!(ada.get(QmdField::SharedMemorySize), 0x1900);

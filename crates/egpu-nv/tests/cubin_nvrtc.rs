@@ -29,6 +29,12 @@ extern "C" __global__ void mixed(char c, Pair p, short s, double* out) {
     out[0] = c + p.a + p.b + s;
 }
 extern "C" __global__ void empty() {}
+__constant__ float coef[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+__device__ int counter;
+extern "C" __global__ void tables(float* out, int i) {
+    out[0] = coef[i & 3];
+    atomicAdd(&counter, 1);
+}
 extern "C" __global__ void scratch(unsigned* out, unsigned salt) {
     volatile unsigned s[64];
     for (unsigned i = 0; i < 64; i++) s[i] = threadIdx.x + i * salt;
@@ -84,7 +90,7 @@ fn parses_kernels_params_and_resources(nvrtc: &Nvrtc, sm: u32) {
         assert_eq!(cubin.sm, sm);
         let mut names: Vec<&str> = cubin.kernels.iter().map(|k| k.name.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["empty", "mixed", "reduce", "scratch", "vadd"], "sm_{sm}");
+        assert_eq!(names, ["empty", "mixed", "reduce", "scratch", "tables", "vadd"], "sm_{sm}");
 
         let vadd = cubin.kernel("vadd").unwrap();
         let layout: Vec<(u32, u32)> = vadd.params.iter().map(|p| (p.offset, p.size)).collect();
@@ -111,6 +117,23 @@ fn parses_kernels_params_and_resources(nvrtc: &Nvrtc, sm: u32) {
         let scratch = cubin.kernel("scratch").unwrap();
         assert!(scratch.local_bytes >= 256, "sm_{sm}: {} B", scratch.local_bytes);
         assert_eq!(vadd.local_bytes, 0, "sm_{sm}");
+
+        // Barriers come from the code section's flags: reduce syncs, vadd does not.
+        assert!(reduce.barriers >= 1, "sm_{sm}");
+        assert_eq!(vadd.barriers, 0, "sm_{sm}");
+
+        // `__constant__` data lands in bank 3, bound from the image with its initial values;
+        // the zero-initialised `counter` gets room in the image.
+        let tables = cubin.kernel("tables").unwrap();
+        let bank3 = tables.constant_banks.iter().find(|b| b.bank == 3).expect("bank 3");
+        let at = bank3.offset as usize;
+        let floats: Vec<f32> = cubin.image.bytes[at..at + 16]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(floats, [1.0, 2.0, 3.0, 4.0], "sm_{sm}");
+        // Module-wide banks are bound for every kernel of the cubin, as the CUDA driver does.
+        assert_eq!(vadd.constant_banks, tables.constant_banks, "sm_{sm}");
 
         let empty = cubin.kernel("empty").unwrap();
         assert!(empty.params.is_empty());
@@ -145,6 +168,7 @@ fn image_loads_and_builds_a_launch() {
         Arch::Hopper,
         vadd,
         &QmdLaunch {
+            image_address: base,
             program_address: base + text_off,
             cbuf0_address: 0x10_0100_0000,
             cbuf0_bytes: cb.len() as u32,

@@ -182,6 +182,10 @@ pub mod uvm {
 pub mod flags {
     /// FERMI_VASPACE_A flags: ENABLE_PAGE_FAULTING | IS_EXTERNALLY_OWNED (UVM owns page tables).
     pub const VASPACE_FLAGS_UVM_OWNED: u32 = 0x48;
+    /// `NVOS04_FLAGS_GROUP_CHANNEL_RUNQUEUE_ONE` (`alloc_channel.h`, bits 4:4): the channel's
+    /// methods are fetched by the TSG's second runqueue, so it can feed its engine while a
+    /// channel on the first is stalled (GP10x and later, channels in a TSG only).
+    pub const CHANNEL_RUNQUEUE_ONE: u32 = 1 << 4;
     /// Base of the GPU VA space we ask for.
     pub const VASPACE_BASE: u64 = 0x1000;
     /// Size of the GPU VA space we ask for.
