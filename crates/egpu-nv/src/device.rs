@@ -999,6 +999,13 @@ impl NvDevice {
             .kargs
             .reserve(total, 256, seq)
             .ok_or(NvError::OutOfSpace { what: "kernel arguments" })?;
+        if wait >= seq {
+            // The ring wrapped onto launches of this very submission, which cannot finish
+            // before it is flushed.
+            return Err(NvError::OutOfSpace {
+                what: "kernel-argument ring (too many launches in one submission; split it)",
+            });
+        }
         self.wait_signal(
             self.channels[COMPUTE].progress_slot,
             wait,

@@ -298,12 +298,13 @@ impl PushBuffer {
             | host::SEM_EXECUTE_RELEASE_WFI
             | host::SEM_EXECUTE_PAYLOAD_SIZE_64BIT
             | host::SEM_EXECUTE_RELEASE_TIMESTAMP;
+        // No NON_STALL_INTERRUPT after it: waiters poll the value, so an interrupt per release
+        // would only cost the host CPU time.
         self.inc(
             subchannel::HOST,
             host::SEM_ADDR_LO,
             &[address as u32, (address >> 32) as u32, value as u32, (value >> 32) as u32, exec],
-        )?;
-        self.inc(subchannel::HOST, host::NON_STALL_INTERRUPT, &[0])
+        )
     }
 
     /// Host wait-for-idle: later methods start only after all earlier work has finished.
@@ -471,7 +472,7 @@ mod tests {
         let d = pb.dwords();
         assert_eq!(d[0], method_header(SecOp::IncMethod, 0, 0x5C, 5).unwrap());
         assert_eq!(&d[1..6], &[0x3456_7890, 0x12, 2, 1, 0x0310_0001]); // reference §2.3 "signal"
-        assert_eq!(d[6], method_header(SecOp::IncMethod, 0, 0x20, 1).unwrap());
+        assert_eq!(d.len(), 6, "no interrupt after the release");
         let mut pb = PushBuffer::new();
         pb.semaphore_acquire(0x1000, 7).unwrap();
         assert_eq!(pb.dwords()[5], 0x0100_0003); // reference §2.3 "wait"
