@@ -5,7 +5,7 @@ use clap::Args;
 use egpu_emu::{BridgeConfig, EmulatedBridge, GpuKind};
 use egpu_link::pcie::fabric::{self, FabricOptions, Topology};
 use egpu_link::{Asm2464, Asm2464Config};
-use egpu_usb::discover::{self, FirmwareKind};
+use egpu_usb::discover;
 use egpu_usb::lock::BridgeLock;
 use egpu_usb::UsbTransport;
 
@@ -44,7 +44,7 @@ impl DeviceArgs {
             (None, false) => {
                 let usable: Vec<_> = discover::list_bridges()?
                     .into_iter()
-                    .filter(|bridge| bridge.firmware == FirmwareKind::Custom)
+                    .filter(|bridge| bridge.firmware.is_usable())
                     .collect();
                 match usable.as_slice() {
                     [one] => Ok(Target::Usb(one.name.clone())),

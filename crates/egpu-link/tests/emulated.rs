@@ -88,12 +88,17 @@ fn stock_firmware_is_refused_with_flashing_advice() {
 }
 
 #[test]
-fn the_comma_vendor_id_is_accepted_and_other_products_are_not() {
+fn the_comma_vendor_id_is_accepted_and_the_legacy_patched_firmware_is_not() {
     let (_emulator, _link) = open(BridgeConfig::default().with_usb_ids(0x3801, 0x0001));
+    // tinygrad's legacy patched stock firmware reuses the custom IDs but speaks SCSI: flash it.
     let emulator =
         EmulatedBridge::new(BridgeConfig::default().with_product("USB 3.2 PCIe TinyEnclosure"));
     let error = Asm2464::open(emulator.transport(), fast_config()).err().unwrap();
-    assert!(matches!(error, LinkError::NotABridge { .. }), "{error}");
+    assert!(matches!(error, LinkError::StockFirmware { vendor_id: 0xADD1, .. }), "{error}");
+    assert!(error.to_string().contains("custom firmware"), "{error}");
+    // An unknown revision of the custom firmware is driven, as `egpu list` promises.
+    let (_emulator, _link) = open(BridgeConfig::default().with_product("custom-next v0.9"));
+    let (_emulator, _link) = open(BridgeConfig::default().with_product("ASM2464 eGPU v2"));
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use egpu_usb::discover::{classify, FirmwareKind, STOCK_FIRMWARE_IDS};
+use egpu_usb::discover::{classify, FirmwareKind};
 use egpu_usb::{Tag, Transfer, UsbError, UsbTransport};
 
 use crate::pcie::{Bdf, PcieLink};
@@ -156,22 +156,23 @@ impl std::ops::Sub for LinkStats {
 /// Which firmware a device's descriptors say it runs (§1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BridgeIdentity {
-    /// 0xADD1:0x0001 or 0x3801:0x0001 with a product string starting with `custom`.
+    /// 0xADD1:0x0001 or 0x3801:0x0001 and not tinygrad's legacy patched stock firmware.
     CustomFirmware,
-    /// 0x174C:0x2464 / 0x174C:0x2463: ASMedia's stock firmware, to be reflashed.
+    /// 0x174C:0x2464 / 0x174C:0x2463 (or tinygrad's legacy patched build on the custom IDs):
+    /// ASMedia's stock firmware, to be reflashed.
     StockFirmware,
     /// Anything else.
     Other,
 }
 
 /// What the protocol layer accepts, from the USB layer's classification (§1 "USB IDs tinygrad
-/// accepts"): only the custom firmware is driven; stock IDs get flashing advice.
+/// accepts"): whatever [`FirmwareKind::is_usable`] calls usable (the custom firmware, also an
+/// unknown revision of it) is driven; stock IDs get flashing advice.
 pub fn identify(vendor_id: u16, product_id: u16, product: Option<&str>) -> BridgeIdentity {
     match classify(vendor_id, product_id, product) {
-        Some(FirmwareKind::Custom) => BridgeIdentity::CustomFirmware,
-        Some(FirmwareKind::Stock) if STOCK_FIRMWARE_IDS.contains(&(vendor_id, product_id)) => {
-            BridgeIdentity::StockFirmware
-        }
+        Some(kind) if kind.is_usable() => BridgeIdentity::CustomFirmware,
+        // Also tinygrad's legacy patched stock firmware on the custom IDs: flash it too.
+        Some(FirmwareKind::Stock) => BridgeIdentity::StockFirmware,
         _ => BridgeIdentity::Other,
     }
 }
@@ -951,11 +952,15 @@ mod tests {
         assert_eq!(identify(0x3801, 0x0001, Some("custom")), BridgeIdentity::CustomFirmware);
         assert_eq!(
             identify(0xADD1, 0x0001, Some("USB 3.2 PCIe TinyEnclosure")),
-            BridgeIdentity::Other
+            BridgeIdentity::StockFirmware
         );
         assert_eq!(identify(0x174C, 0x2464, None), BridgeIdentity::StockFirmware);
         assert_eq!(identify(0x174C, 0x2463, Some("AS2462")), BridgeIdentity::StockFirmware);
         assert_eq!(identify(0x1234, 0x0001, Some("custom")), BridgeIdentity::Other);
+        // The USB layer calls an unknown revision of the custom firmware usable; so does this.
+        assert!(FirmwareKind::UnknownRevision.is_usable());
+        assert_eq!(identify(0xADD1, 0x0001, Some("v0.2")), BridgeIdentity::CustomFirmware);
+        assert_eq!(identify(0xADD1, 0x0001, None), BridgeIdentity::CustomFirmware);
     }
 
     #[test]
