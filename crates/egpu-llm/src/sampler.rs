@@ -87,7 +87,7 @@ impl Sampler {
         }
         let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         // Sorting the whole vocabulary every token is the sampler's main cost: cut to the
-        // top-k first, and drop what min-p would drop anyway (p < min_p * p_max, i.e.
+        // top-k first, then apply min-p in logit space (p < min_p * p_max exactly when
         // logit < max + ln(min_p)) before sorting.
         if c.top_k > 0 && c.top_k < cand.len() {
             cand.select_nth_unstable_by(c.top_k - 1, order);
@@ -103,12 +103,6 @@ impl Sampler {
         let mut probs: Vec<f32> = cand.iter().map(|&(_, l)| (l - max).exp()).collect();
         let sum: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= sum);
-        if c.min_p > 0.0 {
-            let cutoff = probs[0] * c.min_p;
-            let keep = probs.iter().take_while(|&&p| p >= cutoff).count().max(1);
-            probs.truncate(keep);
-            cand.truncate(keep);
-        }
         if c.top_p < 1.0 {
             let mut acc = 0.0;
             let mut keep = probs.len();
