@@ -641,6 +641,39 @@ impl GgufFile {
         })
     }
 
+    /// An optional value of one type: `Ok(None)` when absent, an error when present with
+    /// another type (a wrong-typed key must not silently fall back to a default).
+    fn optional<'a, T>(
+        &'a self,
+        key: &str,
+        expected: &'static str,
+        convert: impl Fn(&'a MetaValue) -> Option<T>,
+    ) -> Result<Option<T>, GgufError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => convert(v).map(Some).ok_or(GgufError::WrongType {
+                key: key.into(),
+                expected,
+                found: v.type_name(),
+            }),
+        }
+    }
+
+    /// An optional string value.
+    pub fn get_str_opt(&self, key: &str) -> Result<Option<&str>, GgufError> {
+        self.optional(key, "a string", MetaValue::as_str)
+    }
+
+    /// An optional float value (integers are accepted too).
+    pub fn get_f64_opt(&self, key: &str) -> Result<Option<f64>, GgufError> {
+        self.optional(key, "a number", MetaValue::as_f64)
+    }
+
+    /// An optional boolean value.
+    pub fn get_bool_opt(&self, key: &str) -> Result<Option<bool>, GgufError> {
+        self.optional(key, "a boolean", MetaValue::as_bool)
+    }
+
     /// Looks up a tensor info by name.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::backend::{Backend, BackendError, Rope, RopeStyle};
-use crate::gguf::{GgufError, GgufFile, MetaValue};
+use crate::gguf::{GgufError, GgufFile};
 use crate::quant::{dequantize_to_vec, GgmlType};
 
 /// Errors from loading or running a model.
@@ -151,10 +151,8 @@ impl ModelConfig {
             }
             None => 10_000.0,
         };
-        let scaling =
-            file.get(&key("rope.scaling.type")).and_then(MetaValue::as_str).unwrap_or("none");
-        let factor =
-            file.get(&key("rope.scaling.factor")).and_then(MetaValue::as_f64).unwrap_or(1.0);
+        let scaling = file.get_str_opt(&key("rope.scaling.type"))?.unwrap_or("none");
+        let factor = file.get_f64_opt(&key("rope.scaling.factor"))?.unwrap_or(1.0);
         let freq_scale = match scaling {
             "none" => 1.0,
             "linear" if factor > 0.0 => 1.0 / factor,

@@ -246,10 +246,6 @@ fn optional_id(file: &GgufFile, key: &str, vocab: usize) -> Result<Option<u32>, 
     }
 }
 
-fn optional_bool(file: &GgufFile, key: &str) -> Option<bool> {
-    file.get(key).and_then(MetaValue::as_bool)
-}
-
 impl Tokenizer {
     /// Builds the tokenizer described by `file`'s metadata.
     pub fn from_gguf(file: &GgufFile) -> Result<Self, TokenizerError> {
@@ -366,7 +362,7 @@ impl Tokenizer {
                     *slot = token_to_id.get(&format!("<0x{b:02X}>")).copied();
                 }
                 let add_space_prefix =
-                    optional_bool(file, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
+                    file.get_bool_opt("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
                 (Model::Spm { scores, byte_token, add_space_prefix }, true)
             }
             other => return Err(TokenizerError::UnsupportedModel(other.into())),
@@ -398,8 +394,8 @@ impl Tokenizer {
             eos: optional_id(file, "tokenizer.ggml.eos_token_id", n)?,
             eot,
             unk: optional_id(file, "tokenizer.ggml.unknown_token_id", n)?,
-            add_bos: optional_bool(file, "tokenizer.ggml.add_bos_token").unwrap_or(default_add_bos),
-            add_eos: optional_bool(file, "tokenizer.ggml.add_eos_token").unwrap_or(false),
+            add_bos: file.get_bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(default_add_bos),
+            add_eos: file.get_bool_opt("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
             chat_template: file
                 .get("tokenizer.chat_template")
                 .and_then(MetaValue::as_str)

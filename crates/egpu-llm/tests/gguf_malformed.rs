@@ -212,3 +212,26 @@ fn foreign_tensor_infos_are_bounds_checked() {
     info.size = 1 << 40;
     assert!(f.data_of(&info).is_err());
 }
+
+#[test]
+fn optional_keys_of_the_wrong_type_are_errors_not_defaults() {
+    let f = GgufFile::from_bytes(
+        GgufBuilder::new()
+            .meta("tokenizer.ggml.add_bos_token", MetaValue::String("yes".into()))
+            .meta("llama.rope.scaling.factor", MetaValue::F32(4.0))
+            .meta("flag", MetaValue::Bool(false))
+            .build(),
+    )
+    .unwrap();
+    assert!(matches!(
+        f.get_bool_opt("tokenizer.ggml.add_bos_token"),
+        Err(GgufError::WrongType { expected: "a boolean", .. })
+    ));
+    assert_eq!(f.get_bool_opt("flag").unwrap(), Some(false));
+    assert_eq!(f.get_bool_opt("absent").unwrap(), None);
+    assert_eq!(f.get_f64_opt("llama.rope.scaling.factor").unwrap(), Some(4.0));
+    assert!(matches!(
+        f.get_str_opt("llama.rope.scaling.factor"),
+        Err(GgufError::WrongType { expected: "a string", .. })
+    ));
+}
