@@ -18,6 +18,12 @@ pub struct GpuBenchArgs {
     /// Internal: measure the CUDA driver API and print its report (run as a child process).
     #[arg(long, hide = true)]
     pub cuda_peer: bool,
+    /// Internal: the peer's GPU, by PCI bus id.
+    #[arg(long, hide = true)]
+    pub pci: Option<String>,
+    /// Internal: the SM the peer compiles for.
+    #[arg(long, hide = true)]
+    pub sm: Option<u32>,
 }
 
 /// `nv:3` → 3, by the runtime's device-name rules.
@@ -78,22 +84,28 @@ pub fn bench(args: &GpuBenchArgs) -> Result<(), CliError> {
     })?;
     let bytes = args.copy_mib << 20;
     if args.cuda_peer {
-        let report = egpu_nv::cuda_peer::run(index, bytes)?;
-        print!("{report}");
+        let spec = egpu_nv::bench::PeerSpec {
+            pci_bus_id: args.pci.clone().ok_or_else(|| {
+                CliError::Usage("--cuda-peer needs --pci BUS_ID and --sm N".into())
+            })?,
+            sm: args.sm.ok_or_else(|| CliError::Usage("--cuda-peer needs --sm N".into()))?,
+        };
+        print!("{}", egpu_nv::cuda_peer::run(&spec, bytes)?);
         return Ok(());
     }
-    let ours = egpu_nv::bench::run(index, bytes)?;
+    let (ours, spec) = egpu_nv::bench::run(index, bytes)?;
     if args.no_peer {
         print!("{ours}");
         return Ok(());
     }
-    let peer_args = [
+    let mut peer_args = vec![
         "bench".to_string(),
         name.to_string(),
         "--cuda-peer".into(),
         "--copy-mib".into(),
         args.copy_mib.to_string(),
     ];
+    peer_args.extend(spec.args());
     match egpu_nv::bench::run_peer_process(&peer_args) {
         Ok(cuda) => print!("{}", egpu_nv::bench::Comparison { ours, cuda }),
         Err(e) => {

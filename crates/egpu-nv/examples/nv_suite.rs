@@ -83,10 +83,12 @@ fn vector_add(c: &mut Ctx) -> Result<String, String> {
     let dev = c.dev.alloc(bytes * 3, false).map_err(|e| e.to_string())?;
     c.dev.write_host(&host, 0, &floats_to_bytes(&a)).map_err(|e| e.to_string())?;
     c.dev.write_host(&host, bytes, &floats_to_bytes(&b)).map_err(|e| e.to_string())?;
+    // The output starts as NaNs on the device, so stale memory cannot pass for a result.
+    c.dev.write_host(&host, 2 * bytes, &[0xFF; 4].repeat(n as usize)).map_err(|e| e.to_string())?;
     let args = c.args("vadd", &[dev.va, dev.va + bytes, dev.va + 2 * bytes, u64::from(n)]);
     let launch = c.launch("vadd", n.div_ceil(256), 256, 0, &args);
     c.run(&[
-        NvCommand::Copy { src: host.va, dst: dev.va, len: 2 * bytes },
+        NvCommand::Copy { src: host.va, dst: dev.va, len: 3 * bytes },
         launch,
         NvCommand::Copy { src: dev.va + 2 * bytes, dst: host.va + 2 * bytes, len: bytes },
     ])
@@ -104,11 +106,45 @@ fn vector_add(c: &mut Ctx) -> Result<String, String> {
     }
 }
 
+fn dependent_launches(c: &mut Ctx) -> Result<String, String> {
+    // One submission: c = a + b, then d = c + b, which reads what the first launch wrote. If
+    // the second grid could start before the first finished, d would miss parts of c.
+    let n = 1u32 << 24;
+    let bytes = u64::from(n) * 4;
+    let a: Vec<f32> = (0..n).map(|i| (i % 1024) as f32).collect();
+    let b: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let host = c.dev.alloc(bytes * 2, true).map_err(|e| e.to_string())?;
+    let dev = c.dev.alloc(bytes * 4, false).map_err(|e| e.to_string())?;
+    c.dev.write_host(&host, 0, &floats_to_bytes(&a)).map_err(|e| e.to_string())?;
+    c.dev.write_host(&host, bytes, &floats_to_bytes(&b)).map_err(|e| e.to_string())?;
+    let (va_a, va_b, va_c, va_d) = (dev.va, dev.va + bytes, dev.va + 2 * bytes, dev.va + 3 * bytes);
+    let first = c.args("vadd", &[va_a, va_b, va_c, u64::from(n)]);
+    let second = c.args("vadd", &[va_c, va_b, va_d, u64::from(n)]);
+    c.run(&[
+        NvCommand::Copy { src: host.va, dst: dev.va, len: 2 * bytes },
+        c.launch("vadd", n / 256, 256, 0, &first),
+        c.launch("vadd", n / 256, 256, 0, &second),
+        NvCommand::Copy { src: va_d, dst: host.va, len: bytes },
+    ])
+    .map_err(|e| e.to_string())?;
+    let mut out = vec![0u8; bytes as usize];
+    c.dev.read_host(&host, 0, &mut out).map_err(|e| e.to_string())?;
+    c.dev.free(host);
+    c.dev.free(dev);
+    let got = bytes_to_floats(&out);
+    let bad = (0..n as usize).filter(|&i| got[i] != a[i] + 2.0 * b[i]).count();
+    if bad == 0 {
+        Ok(format!("two dependent launches in one submission: {n} elements correct"))
+    } else {
+        Err(format!("{bad} of {n} elements wrong: the second launch overlapped the first"))
+    }
+}
+
 fn reduction(c: &mut Ctx) -> Result<String, String> {
     let n = 1u32 << 22;
     let block = 512u32;
     let blocks = n.div_ceil(block);
-    let input: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+    let input: Vec<f32> = (0..n).map(|i| (i.wrapping_mul(7919) % 1000) as f32 / 1000.0).collect();
     let host = c.dev.alloc(u64::from(n) * 4, true).map_err(|e| e.to_string())?;
     let dev_in = c.dev.alloc(u64::from(n) * 4, false).map_err(|e| e.to_string())?;
     let partial = c.dev.alloc(u64::from(blocks) * 4, true).map_err(|e| e.to_string())?;
@@ -222,7 +258,7 @@ fn copy_overlaps_compute(c: &mut Ctx) -> Result<String, String> {
         ])
         .map_err(|e| e.to_string())?;
     let copy_result = c.dev.wait_signal(copy_done, 1, Instant::now() + Duration::from_secs(10));
-    let still_running = c.dev.signal_value(kernel_done) == 0;
+    let still_running = c.dev.signal_value(kernel_done).map_err(|e| e.to_string())? == 0;
     c.dev.write_host(&flags, 0, &1u32.to_le_bytes()).map_err(|e| e.to_string())?;
     c.dev.wait_signal(kernel_done, 1, Instant::now() + TIMEOUT).map_err(|e| e.to_string())?;
     let mut seen = [0u8; 4];
@@ -283,20 +319,16 @@ fn fence_timeout(c: &mut Ctx) -> Result<String, String> {
 
 /// Our benchmark, then the CUDA peer in a child process, then ratios. Returns the exit status.
 fn bench(gpu: u32, bytes: u64) -> i32 {
-    let ours = match egpu_nv::bench::run(gpu, bytes) {
-        Ok(report) => report,
+    let (ours, spec) = match egpu_nv::bench::run(gpu, bytes) {
+        Ok(measured) => measured,
         Err(e) => {
             println!("FAIL bench: {e}");
             return 1;
         }
     };
-    let peer_args = [
-        egpu_nv::bench::PEER_FLAG.to_string(),
-        "--gpu".into(),
-        gpu.to_string(),
-        "--bytes".into(),
-        bytes.to_string(),
-    ];
+    let mut peer_args =
+        vec![egpu_nv::bench::PEER_FLAG.to_string(), "--bytes".into(), bytes.to_string()];
+    peer_args.extend(spec.args());
     match egpu_nv::bench::run_peer_process(&peer_args) {
         Ok(cuda) => {
             let comparison = egpu_nv::bench::Comparison { ours, cuda };
@@ -330,7 +362,11 @@ fn main() {
     }
     let bytes = flag("--bytes").unwrap_or(256 << 20);
     if args.iter().any(|a| a == egpu_nv::bench::PEER_FLAG) {
-        match egpu_nv::cuda_peer::run(gpu, bytes) {
+        let Some(spec) = egpu_nv::bench::PeerSpec::from_args(&args) else {
+            eprintln!("{} needs --pci BUS_ID and --sm N", egpu_nv::bench::PEER_FLAG);
+            std::process::exit(2);
+        };
+        match egpu_nv::cuda_peer::run(&spec, bytes) {
             Ok(report) => print!("{report}"),
             Err(e) => {
                 eprintln!("CUDA peer failed: {e}");
@@ -364,8 +400,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let checks: [(&str, Check); 7] = [
+    let checks: [(&str, Check); 8] = [
         ("vector_add", vector_add),
+        ("dependent_launches", dependent_launches),
         ("shared_memory_reduction", reduction),
         ("round_trip_1gib", round_trip_1gib),
         ("ten_thousand_launches", ten_thousand_launches),

@@ -4,8 +4,10 @@
 //! Both sides run the same kernels (one NVRTC cubin) through one measuring routine,
 //! [`measure`], over the small [`BenchTarget`] trait, so every figure means the same thing on
 //! both sides:
-//! - `launch_submit_us`: CPU time per launch of an empty 1×1 kernel, 5,000 back to back
-//!   without waiting (mean);
+//! - `launch_submit_us`: CPU time per launch of an empty 1×1 kernel, in batches of 256 launched
+//!   back to back and then waited for (mean over 20 batches; the batch stays below the depth at
+//!   which CUDA starts blocking in cuLaunchKernel, about 1,000, so neither side measures the
+//!   GPU's throughput instead);
 //! - `launch_end_to_end_us`: one launch, then wait for it on the CPU (median of 2,000);
 //! - `launches_per_second`: 10,000 launches back to back plus the final wait;
 //! - `h2d/d2h/d2d_gbps`: one copy of `copy_bytes` between pinned host memory and VRAM or
@@ -176,8 +178,10 @@ pub enum CopyDirection {
     DeviceToDevice,
 }
 
-/// Launches back to back for the submit cost (stays inside our rings without waiting).
-const SUBMIT_LAUNCHES: u32 = 5_000;
+/// Launches per timed batch for the submit cost.
+const SUBMIT_BATCH: u32 = 256;
+/// Timed batches.
+const SUBMIT_BATCHES: u32 = 20;
 /// Round trips for the end-to-end latency.
 const ROUND_TRIPS: u32 = 2_000;
 /// Launches for the throughput.
@@ -201,12 +205,17 @@ pub fn measure<T: BenchTarget>(
     target.copy(CopyDirection::HostToDevice)?;
     target.finish()?;
 
-    let t0 = Instant::now();
-    for _ in 0..SUBMIT_LAUNCHES {
-        target.launch_empty()?;
+    let mut submitting = Duration::ZERO;
+    for _ in 0..SUBMIT_BATCHES {
+        let t0 = Instant::now();
+        for _ in 0..SUBMIT_BATCH {
+            target.launch_empty()?;
+        }
+        submitting += t0.elapsed();
+        target.finish()?;
     }
-    let launch_submit_us = t0.elapsed().as_secs_f64() * 1e6 / f64::from(SUBMIT_LAUNCHES);
-    target.finish()?;
+    let launch_submit_us =
+        submitting.as_secs_f64() * 1e6 / f64::from(SUBMIT_BATCH * SUBMIT_BATCHES);
 
     let mut round_trips = Vec::with_capacity(ROUND_TRIPS as usize);
     for _ in 0..ROUND_TRIPS {
@@ -313,8 +322,33 @@ impl BenchTarget for Ours {
     }
 }
 
-/// Measure our runtime on `nv:<index>`.
-pub fn run(index: u32, copy_bytes: u64) -> Result<BenchReport, NvError> {
+/// Which GPU and SM the CUDA peer must measure so that both sides run the same kernels on the
+/// same device: the PCI bus id (CUDA's ordinals differ from `nv:N` under
+/// `CUDA_VISIBLE_DEVICES`) and the SM our side compiled for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// `domain:bus:device.function`, as `cuDeviceGetByPCIBusId` takes it.
+    pub pci_bus_id: String,
+    /// `sm_XX` number.
+    pub sm: u32,
+}
+
+impl PeerSpec {
+    /// Command-line arguments carrying the spec to the peer process.
+    pub fn args(&self) -> [String; 4] {
+        ["--pci".into(), self.pci_bus_id.clone(), "--sm".into(), self.sm.to_string()]
+    }
+
+    /// Read the spec back from a peer process's arguments.
+    pub fn from_args(args: &[String]) -> Option<PeerSpec> {
+        let value =
+            |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+        Some(PeerSpec { pci_bus_id: value("--pci")?, sm: value("--sm")?.parse().ok()? })
+    }
+}
+
+/// Measure our runtime on `nv:<index>`; also says what the CUDA peer must measure.
+pub fn run(index: u32, copy_bytes: u64) -> Result<(BenchReport, PeerSpec), NvError> {
     let mut dev = NvDevice::open(index)?;
     let nvrtc = Nvrtc::load()?;
     let cubin = nvrtc.compile_for_sm(KERNELS, "nv_suite.cu", dev.arch().sm(), &[])?;
@@ -327,9 +361,11 @@ pub fn run(index: u32, copy_bytes: u64) -> Result<BenchReport, NvError> {
     stream_args.extend(a.va.to_le_bytes());
     stream_args.extend(b.va.to_le_bytes());
     stream_args.extend(stream_elements(copy_bytes).to_le_bytes());
+    let peer = PeerSpec { pci_bus_id: dev.pci_address().to_string(), sm: dev.arch().sm() };
     let device = format!(
-        "nv:{index} {:?} sm_{}, {} SMs, driver {}",
-        dev.arch(),
+        "nv:{index} {} ({}) sm_{}, {} SMs, driver {}",
+        dev.name(),
+        dev.pci_address(),
         dev.arch().sm(),
         dev.sm_count(),
         dev.driver_version()
@@ -339,7 +375,7 @@ pub fn run(index: u32, copy_bytes: u64) -> Result<BenchReport, NvError> {
     for buffer in [ours.host, ours.a, ours.b] {
         ours.dev.free(buffer);
     }
-    report
+    Ok((report?, peer))
 }
 
 /// Measure the CUDA peer by running this executable again with `peer_args` (which must make
@@ -407,10 +443,13 @@ mod tests {
     fn both_sides_get_the_same_workload() {
         let mut t = Counting::default();
         let report = measure(&mut t, "counting".into(), 1 << 20).unwrap();
-        assert_eq!(t.launches, 1 + SUBMIT_LAUNCHES + ROUND_TRIPS + THROUGHPUT_LAUNCHES);
+        assert_eq!(
+            t.launches,
+            1 + SUBMIT_BATCH * SUBMIT_BATCHES + ROUND_TRIPS + THROUGHPUT_LAUNCHES
+        );
         assert_eq!(t.streams, BANDWIDTH_RUNS);
         assert_eq!(t.copies, [1 + BANDWIDTH_RUNS, BANDWIDTH_RUNS, BANDWIDTH_RUNS]);
-        assert_eq!(t.finishes, 1 + 1 + ROUND_TRIPS + 1 + 4 * BANDWIDTH_RUNS);
+        assert_eq!(t.finishes, 1 + SUBMIT_BATCHES + ROUND_TRIPS + 1 + 4 * BANDWIDTH_RUNS);
         assert_eq!(t.pending, 0, "every launch is waited for");
         assert!(report.launch_submit_us >= 0.0 && report.h2d_gbps > 0.0);
     }
@@ -447,6 +486,15 @@ mod tests {
             d2d_gbps: 1400.0 / scale,
             stream_gbps: 2900.0 / scale,
         }
+    }
+
+    #[test]
+    fn peer_spec_travels_as_arguments() {
+        let spec = PeerSpec { pci_bus_id: "0000:41:00.0".into(), sm: 90 };
+        let mut args = vec!["--cuda-peer".to_string(), "--bytes".into(), "1024".into()];
+        args.extend(spec.args());
+        assert_eq!(PeerSpec::from_args(&args), Some(spec));
+        assert_eq!(PeerSpec::from_args(&["--pci".into(), "0000:41:00.0".into()]), None);
     }
 
     #[test]

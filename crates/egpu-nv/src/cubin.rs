@@ -322,9 +322,21 @@ pub struct Image {
 /// Prefetch slack after the image.
 pub const IMAGE_SLACK: usize = 0x1000;
 
-/// Largest zero-initialised global section accepted (it is allocated, not read, so a hostile
-/// size would otherwise ask for unbounded memory).
-const MAX_GLOBAL_BYTES: usize = 256 << 20;
+/// Largest image accepted. Real cubins are a few MiB; section headers are untrusted and may
+/// claim huge zero-filled sections or point many sections at the same bytes, so the total is
+/// bounded before anything is allocated.
+pub const MAX_IMAGE_BYTES: usize = 512 << 20;
+
+fn check_image_size(offset: usize, len: usize) -> Result<(), CubinError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= MAX_IMAGE_BYTES => Ok(()),
+        _ => Err(CubinError::Elf(format!("loadable image over {MAX_IMAGE_BYTES} bytes"))),
+    }
+}
+
+/// Stack per thread assumed for a kernel whose size the compiler cannot bound (recursion:
+/// `EIATTR_MIN_STACK_SIZE` 0xFFFFFFFF), CUDA's default `cudaLimitStackSize`.
+pub const UNBOUNDED_STACK_BYTES: u32 = 1024;
 
 fn is_global_data(name: &str) -> bool {
     name == ".nv.global" || name.starts_with(".nv.global.")
@@ -389,16 +401,16 @@ fn layout_image(elf: &Elf<'_>) -> Result<Image, CubinError> {
         let offset = bytes.len().next_multiple_of(128);
         match sh.sh_type(endian) {
             object::elf::SHT_PROGBITS if alloc => {
+                let data = section.data().map_err(elf_err)?;
+                check_image_size(offset, data.len())?;
                 bytes.resize(offset, 0);
-                bytes.extend_from_slice(section.data().map_err(elf_err)?);
+                bytes.extend_from_slice(data);
             }
             // Zero-initialised `__device__` variables: room in the image, all zeros. (Other
             // NOBITS sections, `.nv.shared.K` and the like, describe on-chip memory.)
             object::elf::SHT_NOBITS if alloc && section.name().is_ok_and(is_global_data) => {
-                let size = usize::try_from(section.size())
-                    .ok()
-                    .filter(|&size| size <= MAX_GLOBAL_BYTES)
-                    .ok_or_else(|| CubinError::Elf(".nv.global section too large".into()))?;
+                let size = usize::try_from(section.size()).unwrap_or(usize::MAX);
+                check_image_size(offset, size)?;
                 bytes.resize(offset + size, 0);
             }
             _ => continue,
@@ -475,7 +487,10 @@ impl Cubin {
                         }
                         eiattr::MIN_STACK_SIZE | eiattr::FRAME_SIZE | eiattr::MAX_STACK_SIZE => {
                             let sym = u32_at(&name, record.attr, record.payload, 0)?;
-                            let bytes = u32_at(&name, record.attr, record.payload, 4)?;
+                            let bytes = match u32_at(&name, record.attr, record.payload, 4)? {
+                                u32::MAX => UNBOUNDED_STACK_BYTES,
+                                bytes => bytes,
+                            };
                             let entry =
                                 local.entry(symbol_name(&name, record.attr, sym)?).or_insert(0);
                             *entry = (*entry).max(bytes);

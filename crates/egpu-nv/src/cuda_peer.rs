@@ -6,10 +6,11 @@
 //! ones `cuda.h` maps the plain names to since CUDA 4).
 
 use crate::bench::{
-    measure, stream_elements, stream_grid, BenchReport, BenchTarget, CopyDirection,
+    measure, stream_elements, stream_grid, BenchReport, BenchTarget, CopyDirection, PeerSpec,
 };
 use libloading::Library;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::mem::ManuallyDrop;
 
 /// Errors of the CUDA peer.
 #[derive(Debug, thiserror::Error)]
@@ -39,14 +40,12 @@ type Handle = *mut c_void;
 
 /// `CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT`.
 const MULTIPROCESSOR_COUNT: c_int = 16;
-/// `CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR` (minor is the next number).
-const COMPUTE_CAPABILITY_MAJOR: c_int = 75;
 /// `CU_STREAM_NON_BLOCKING`.
 const STREAM_NON_BLOCKING: c_uint = 1;
 
 struct Api {
     init: unsafe extern "C" fn(c_uint) -> CuResult,
-    device_get: unsafe extern "C" fn(*mut CuDevice, c_int) -> CuResult,
+    device_get_by_pci_bus_id: unsafe extern "C" fn(*mut CuDevice, *const c_char) -> CuResult,
     device_get_name: unsafe extern "C" fn(*mut c_char, c_int, CuDevice) -> CuResult,
     device_get_attribute: unsafe extern "C" fn(*mut c_int, c_int, CuDevice) -> CuResult,
     primary_ctx_retain: unsafe extern "C" fn(*mut Handle, CuDevice) -> CuResult,
@@ -81,7 +80,8 @@ struct Api {
 /// peer runs in a process of its own).
 struct Cuda {
     api: Api,
-    _library: Library,
+    // Never unloaded: libcuda's threads and exit handlers outlive any point we could pick.
+    _library: ManuallyDrop<Library>,
     stream: Handle,
     empty: Handle,
     stream_copy: Handle,
@@ -109,13 +109,9 @@ impl Cuda {
         Err(CudaError::Call { call, code, name })
     }
 
-    /// Open device `ordinal`, compile the kernels for its SM with `compile`, load them and
-    /// allocate the copy buffers.
-    fn open(
-        ordinal: c_int,
-        copy_bytes: u64,
-        compile: impl FnOnce(u32) -> Result<Vec<u8>, CudaError>,
-    ) -> Result<(Cuda, String), CudaError> {
+    /// Open the device at PCI address `pci_bus_id`, load `cubin` and allocate the copy
+    /// buffers.
+    fn open(pci_bus_id: &str, cubin: &[u8], copy_bytes: u64) -> Result<(Cuda, String), CudaError> {
         // SAFETY: loading the NVIDIA driver library runs its initialisers, as any CUDA program does.
         let library = unsafe { Library::new("libcuda.so.1") }
             .map_err(|e| CudaError::Load(format!("{e} (is the NVIDIA driver installed?)")))?;
@@ -128,7 +124,7 @@ impl Cuda {
         }
         let api = Api {
             init: sym!(b"cuInit\0"),
-            device_get: sym!(b"cuDeviceGet\0"),
+            device_get_by_pci_bus_id: sym!(b"cuDeviceGetByPCIBusId\0"),
             device_get_name: sym!(b"cuDeviceGetName\0"),
             device_get_attribute: sym!(b"cuDeviceGetAttribute\0"),
             primary_ctx_retain: sym!(b"cuDevicePrimaryCtxRetain\0"),
@@ -147,7 +143,7 @@ impl Cuda {
         };
         let mut cuda = Cuda {
             api,
-            _library: library,
+            _library: ManuallyDrop::new(library),
             stream: std::ptr::null_mut(),
             empty: std::ptr::null_mut(),
             stream_copy: std::ptr::null_mut(),
@@ -160,14 +156,19 @@ impl Cuda {
         let api = &cuda.api;
         let mut device: CuDevice = 0;
         let mut name = [0 as c_char; 256];
-        let (mut sms, mut major, mut minor): (c_int, c_int, c_int) = (0, 0, 0);
+        let mut sms: c_int = 0;
         let mut context: Handle = std::ptr::null_mut();
         let mut module: Handle = std::ptr::null_mut();
+        let bus_id = CString::new(pci_bus_id)
+            .map_err(|_| CudaError::Load(format!("bad PCI bus id {pci_bus_id:?}")))?;
         // SAFETY: each call gets valid out-pointers (locals above) and the sizes of the buffers
-        // behind them.
+        // behind them; `cubin` outlives cuModuleLoadData, which copies it.
         unsafe {
             cuda.check("cuInit", (api.init)(0))?;
-            cuda.check("cuDeviceGet", (api.device_get)(&mut device, ordinal))?;
+            cuda.check(
+                "cuDeviceGetByPCIBusId",
+                (api.device_get_by_pci_bus_id)(&mut device, bus_id.as_ptr()),
+            )?;
             cuda.check(
                 "cuDeviceGetName",
                 (api.device_get_name)(name.as_mut_ptr(), name.len() as c_int, device),
@@ -176,23 +177,11 @@ impl Cuda {
                 "cuDeviceGetAttribute",
                 (api.device_get_attribute)(&mut sms, MULTIPROCESSOR_COUNT, device),
             )?;
-            cuda.check(
-                "cuDeviceGetAttribute",
-                (api.device_get_attribute)(&mut major, COMPUTE_CAPABILITY_MAJOR, device),
-            )?;
-            cuda.check(
-                "cuDeviceGetAttribute",
-                (api.device_get_attribute)(&mut minor, COMPUTE_CAPABILITY_MAJOR + 1, device),
-            )?;
-        }
-        let image = compile((major * 10 + minor) as u32)?;
-        // SAFETY: as above; `image` outlives cuModuleLoadData, which copies it.
-        unsafe {
             cuda.check("cuDevicePrimaryCtxRetain", (api.primary_ctx_retain)(&mut context, device))?;
             cuda.check("cuCtxSetCurrent", (api.ctx_set_current)(context))?;
             cuda.check(
                 "cuModuleLoadData",
-                (api.module_load_data)(&mut module, image.as_ptr().cast()),
+                (api.module_load_data)(&mut module, cubin.as_ptr().cast()),
             )?;
             let function = |name: &str| -> Result<Handle, CudaError> {
                 let c_name = CString::new(name).expect("kernel names have no NUL");
@@ -298,16 +287,15 @@ impl BenchTarget for Cuda {
     }
 }
 
-/// Measure CUDA on device `ordinal` with the benchmark kernels compiled for its SM.
-///
-/// CUDA orders devices fastest first unless `CUDA_DEVICE_ORDER=PCI_BUS_ID`; set that when a
-/// machine has several GPUs so that ordinal N is the GPU `nv:N` names.
-pub fn run(ordinal: u32, copy_bytes: u64) -> Result<BenchReport, CudaError> {
-    let (mut cuda, name) = Cuda::open(ordinal as c_int, copy_bytes, |sm| {
-        let nvrtc = crate::nvrtc::Nvrtc::load()?;
-        Ok(nvrtc.compile_for_sm(crate::bench::KERNELS, "nv_suite.cu", sm, &[])?)
-    })?;
-    let device =
-        format!("CUDA device {ordinal} {name}, {} SMs (libcuda driver API)", cuda.sm_count);
+/// Measure CUDA on the GPU and SM `spec` names (what our side measured), with the same
+/// kernels compiled by the same NVRTC.
+pub fn run(spec: &PeerSpec, copy_bytes: u64) -> Result<BenchReport, CudaError> {
+    let nvrtc = crate::nvrtc::Nvrtc::load()?;
+    let cubin = nvrtc.compile_for_sm(crate::bench::KERNELS, "nv_suite.cu", spec.sm, &[])?;
+    let (mut cuda, name) = Cuda::open(&spec.pci_bus_id, &cubin, copy_bytes)?;
+    let device = format!(
+        "CUDA {name} ({}) sm_{}, {} SMs (libcuda driver API)",
+        spec.pci_bus_id, spec.sm, cuda.sm_count
+    );
     measure(&mut cuda, device, copy_bytes)
 }

@@ -31,6 +31,8 @@ const KARGS_RING: u64 = 16 << 20;
 const SIGNAL_SLOTS: u64 = 4096;
 /// Internal waits (ring space, program upload).
 const INTERNAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most local memory one thread may have (the SM's limit on sm_80–sm_90).
+const MAX_LOCAL_BYTES_PER_THREAD: u32 = 512 << 10;
 /// How long dropping a device waits for queued work before unmapping its memory.
 const DROP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes of the usermode (doorbell) object mapped for the CPU.
@@ -193,6 +195,7 @@ pub struct NvDevice {
     sm_count: u32,
     memory_bytes: Option<u64>,
     name: String,
+    pci_address: String,
     grid_layout: GridLayout,
     local: Option<LocalMemory>,
     /// Local-memory buffers replaced by a larger one, freed once the compute channel has
@@ -352,6 +355,7 @@ impl NvDevice {
             memory_bytes,
             name: crate::gpu::model_name(&crate::gpu::pci_address(&card))
                 .unwrap_or_else(|| format!("NVIDIA {arch:?} GPU")),
+            pci_address: crate::gpu::pci_address(&card),
             grid_layout: GridLayout {
                 max_warps_per_sm,
                 sms_per_tpc: litter_sms,
@@ -476,6 +480,11 @@ impl NvDevice {
     /// Marketing name (e.g. "NVIDIA H100 80GB HBM3").
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// PCI address `domain:bus:device.function`.
+    pub fn pci_address(&self) -> &str {
+        &self.pci_address
     }
 
     /// Video memory in bytes, when the driver answered the FB query.
@@ -632,7 +641,11 @@ impl NvDevice {
         if let Err(source) =
             crate::rm::client::mmap_at(Some(va), size, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)
         {
-            va::release(va, size, true);
+            // Something else of this process lives there: keep the range reserved so it is not
+            // handed out again.
+            if source.raw_os_error() != Some(libc::EEXIST) {
+                va::release(va, size, true);
+            }
             return Err(RmError::Mmap { call: "host buffer".into(), source }.into());
         }
         let handle = self.next_handle;
@@ -665,9 +678,21 @@ impl NvDevice {
         }
     }
 
+    /// `buffer` is one this device allocated and has not freed (its fields are public, so a
+    /// stale or made-up copy must not reach memory).
+    fn check_live(&self, buffer: &NvBuffer) -> Result<(), NvError> {
+        if self.live.get(&buffer.va) == Some(buffer) {
+            Ok(())
+        } else {
+            Err(NvError::ForeignBuffer { va: buffer.va, size: buffer.size })
+        }
+    }
+
     /// Free a buffer from [`NvDevice::alloc`]. The caller makes sure the GPU is done with it.
     pub fn free(&mut self, buffer: NvBuffer) {
-        if self.live.remove(&buffer.va) == Some(buffer) {
+        // A stale copy of a freed buffer must not untrack the buffer now at its address.
+        if self.live.get(&buffer.va) == Some(&buffer) {
+            self.live.remove(&buffer.va);
             self.release(buffer, true);
         }
     }
@@ -697,6 +722,7 @@ impl NvDevice {
         offset: u64,
         data: &[u8],
     ) -> Result<(), NvError> {
+        self.check_live(buffer)?;
         check_host_range(buffer, offset, data.len())?;
         // SAFETY: range checked against the buffer's live CPU mapping at `va`.
         unsafe {
@@ -711,6 +737,7 @@ impl NvDevice {
 
     /// Read from a host-visible buffer.
     pub fn read_host(&self, buffer: &NvBuffer, offset: u64, out: &mut [u8]) -> Result<(), NvError> {
+        self.check_live(buffer)?;
         check_host_range(buffer, offset, out.len())?;
         // SAFETY: range checked against the buffer's live CPU mapping at `va`.
         unsafe {
@@ -794,46 +821,67 @@ impl NvDevice {
     /// A fresh signal slot, value 0.
     pub fn create_signal(&mut self) -> Result<u32, NvError> {
         let slot = self.free_slots.pop().ok_or(NvError::OutOfSignals)?;
-        self.set_signal(slot, 0);
+        self.set_signal(slot, 0)?;
         Ok(slot)
     }
 
     /// Return a slot.
     pub fn destroy_signal(&mut self, slot: u32) {
-        self.free_slots.push(slot);
+        if (slot as u64) < SIGNAL_SLOTS && !self.free_slots.contains(&slot) {
+            self.free_slots.push(slot);
+        }
     }
 
     /// GPU address of a slot's value (timestamp at +8).
-    pub fn signal_address(&self, slot: u32) -> u64 {
+    pub fn signal_address(&self, slot: u32) -> Result<u64, NvError> {
+        if u64::from(slot) >= SIGNAL_SLOTS {
+            return Err(NvError::NoSuchSignal { slot });
+        }
+        Ok(self.slot_address(slot))
+    }
+
+    /// Address of a slot known to be in range (the device's own slots, or checked ones).
+    fn slot_address(&self, slot: u32) -> u64 {
+        debug_assert!(u64::from(slot) < SIGNAL_SLOTS);
         self.signals.va + u64::from(slot) * 16
     }
 
+    /// Value of an in-range slot.
+    fn slot_value(&self, slot: u32) -> u64 {
+        // SAFETY: in-range slots lie in the signal buffer, mapped for the device's lifetime;
+        // the GPU writes them, hence volatile.
+        unsafe { std::ptr::read_volatile(self.slot_address(slot) as *const u64) }
+    }
+
     /// Current value.
-    pub fn signal_value(&self, slot: u32) -> u64 {
-        // SAFETY: the slot lies in the signal page, mapped for the device's lifetime; the GPU
-        // writes it, hence volatile.
-        unsafe { std::ptr::read_volatile(self.signal_address(slot) as *const u64) }
+    pub fn signal_value(&self, slot: u32) -> Result<u64, NvError> {
+        self.signal_address(slot)?;
+        Ok(self.slot_value(slot))
     }
 
     /// GPU timestamp (ns) written with the last release.
-    pub fn signal_timestamp(&self, slot: u32) -> u64 {
-        // SAFETY: as in `signal_value`.
-        unsafe { std::ptr::read_volatile((self.signal_address(slot) + 8) as *const u64) }
+    pub fn signal_timestamp(&self, slot: u32) -> Result<u64, NvError> {
+        let address = self.signal_address(slot)? + 8;
+        // SAFETY: as in `slot_value`.
+        Ok(unsafe { std::ptr::read_volatile(address as *const u64) })
     }
 
     /// Set from the CPU.
-    pub fn set_signal(&mut self, slot: u32, value: u64) {
-        // SAFETY: as in `signal_value`.
-        unsafe { std::ptr::write_volatile(self.signal_address(slot) as *mut u64, value) };
+    pub fn set_signal(&mut self, slot: u32, value: u64) -> Result<(), NvError> {
+        let address = self.signal_address(slot)?;
+        // SAFETY: as in `slot_value`.
+        unsafe { std::ptr::write_volatile(address as *mut u64, value) };
         fence(Ordering::SeqCst);
+        Ok(())
     }
 
     /// Wait until `slot` ≥ `value` or the deadline passes.
     pub fn wait_signal(&self, slot: u32, value: u64, deadline: Instant) -> Result<(), NvError> {
+        self.signal_address(slot)?;
         let start = Instant::now();
         let mut spins = 0u32;
         loop {
-            let seen = self.signal_value(slot);
+            let seen = self.slot_value(slot);
             if seen >= value {
                 return Ok(());
             }
@@ -880,8 +928,10 @@ impl NvDevice {
         commands: &[NvCommand<'_>],
         mut last: Option<usize>,
     ) -> Result<(), NvError> {
+        let local = self.local_memory_needed(commands)?;
+        self.ensure_local_memory(local)?;
         let mut pbs = [PushBuffer::new(), PushBuffer::new()];
-        let order_addr = self.signal_address(self.order_slot);
+        let order_addr = self.slot_address(self.order_slot);
         // A grid launched in this submission may still be running (no WFI since).
         let mut compute_running = false;
         for command in commands {
@@ -902,22 +952,13 @@ impl NvDevice {
                     pbs[COPY].copy(*src, *dst, *len)?;
                 }
                 NvCommand::Signal { slot, value } => {
-                    pbs[ch].semaphore_release(self.signal_address(*slot), *value)?;
+                    pbs[ch].semaphore_release(self.signal_address(*slot)?, *value)?;
                     compute_running &= ch != COMPUTE;
                 }
                 NvCommand::Wait { slot, value } => {
-                    pbs[ch].semaphore_acquire(self.signal_address(*slot), *value)?;
+                    pbs[ch].semaphore_acquire(self.signal_address(*slot)?, *value)?;
                 }
                 NvCommand::Launch { program, kernel, grid, block, dynamic_shared_bytes, args } => {
-                    if let Some(frame) = self.kernel(*program, kernel).map(|k| k.local_bytes) {
-                        if frame > 0 {
-                            // The stack starts STACK_RESERVE below the top of the window.
-                            self.ensure_local_memory(
-                                frame.saturating_add(STACK_RESERVE),
-                                &mut pbs[COMPUTE],
-                            )?;
-                        }
-                    }
                     // A launch only queues its grid: without a wait the next grid may
                     // overlap it. Signals release with a WFI, so they already separate.
                     if compute_running {
@@ -943,14 +984,14 @@ impl NvDevice {
     }
 
     /// Make sure the compute channel has at least `per_thread` bytes of local memory per
-    /// thread. Growing allocates a new SLM buffer and points the channel at it from `pb` on,
-    /// so launches already in `pb` or submitted keep the old one, which is retired until the
-    /// channel has passed them.
-    fn ensure_local_memory(&mut self, per_thread: u32, pb: &mut PushBuffer) -> Result<(), NvError> {
+    /// thread. Growing allocates a new SLM buffer and switches the channel to it in a
+    /// submission of its own, behind a wait-for-idle; the device's state changes only once that
+    /// is on the GPU, and the old buffer is retired until the channel has passed it.
+    fn ensure_local_memory(&mut self, per_thread: u32) -> Result<(), NvError> {
         if per_thread == 0 || self.local.is_some_and(|l| l.per_thread >= per_thread) {
             return Ok(());
         }
-        let done = self.signal_value(self.channels[COMPUTE].progress_slot);
+        let done = self.slot_value(self.channels[COMPUTE].progress_slot);
         let (reusable, kept): (Vec<_>, Vec<_>) =
             self.retired_local.drain(..).partition(|&(_, seq)| seq <= done);
         self.retired_local = kept;
@@ -959,8 +1000,10 @@ impl NvDevice {
         }
         let (per_thread, per_tpc, total) = self.grid_layout.local_memory_sizes(per_thread);
         let buffer = self.alloc_vram(total, false, false)?;
+        let mut switch = PushBuffer::new();
         // Grids still running keep using the old SLM: switch only once they have drained.
-        pb.wait_for_idle()?
+        switch
+            .wait_for_idle()?
             .inc(
                 subchannel::COMPUTE,
                 compute::SET_SHADER_LOCAL_MEMORY_A,
@@ -971,10 +1014,36 @@ impl NvDevice {
                 compute::SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_A,
                 &[(per_tpc >> 32) as u32, per_tpc as u32, 0xFF],
             )?;
+        if let Err(e) = self.flush([switch, PushBuffer::new()]) {
+            self.free(buffer);
+            return Err(e);
+        }
         if let Some(old) = self.local.replace(LocalMemory { buffer, per_thread }) {
-            self.retired_local.push((old.buffer, self.channels[COMPUTE].seq + 1));
+            self.retired_local.push((old.buffer, self.channels[COMPUTE].seq));
         }
         Ok(())
+    }
+
+    /// Local memory per thread the launches in `commands` need: the largest stack frame plus
+    /// the space above the initial stack pointer (0 when none uses local memory).
+    fn local_memory_needed(&self, commands: &[NvCommand<'_>]) -> Result<u32, NvError> {
+        let mut need = 0;
+        for command in commands {
+            let NvCommand::Launch { program, kernel, .. } = command else { continue };
+            let Some(k) = self.kernel(*program, kernel) else { continue };
+            if k.local_bytes == 0 {
+                continue;
+            }
+            if k.local_bytes > MAX_LOCAL_BYTES_PER_THREAD {
+                return Err(NvError::LocalMemoryTooLarge {
+                    kernel: k.name.clone(),
+                    bytes: k.local_bytes,
+                    limit: MAX_LOCAL_BYTES_PER_THREAD,
+                });
+            }
+            need = need.max(k.local_bytes + STACK_RESERVE);
+        }
+        Ok(need)
     }
 
     fn prepare_launch(
@@ -1044,7 +1113,7 @@ impl NvDevice {
                 continue;
             }
             let seq = self.channels[i].seq + 1;
-            let progress = self.signal_address(self.channels[i].progress_slot);
+            let progress = self.slot_address(self.channels[i].progress_slot);
             pb.semaphore_release(progress, seq)?;
             let bytes = pb.dwords().len() as u64 * 4;
             let (va, wait) = self.channels[i]

@@ -83,6 +83,32 @@ pub enum NvError {
         /// Name.
         name: String,
     },
+    /// A kernel's stack frame is larger than a thread's local memory can be.
+    #[error(
+        "kernel {kernel} needs {bytes} bytes of local memory per thread; the GPU allows {limit}"
+    )]
+    LocalMemoryTooLarge {
+        /// Kernel.
+        kernel: String,
+        /// Bytes per thread it asks for.
+        bytes: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// A signal slot this device never handed out.
+    #[error("no signal slot {slot}")]
+    NoSuchSignal {
+        /// Slot.
+        slot: u32,
+    },
+    /// A buffer this device does not hold (freed already, or made up).
+    #[error("buffer at GPU address 0x{va:x} ({size} bytes) is not allocated on this device")]
+    ForeignBuffer {
+        /// Its address.
+        va: u64,
+        /// Its size.
+        size: u64,
+    },
     /// All signal slots are in use.
     #[error("all signal slots are in use")]
     OutOfSignals,

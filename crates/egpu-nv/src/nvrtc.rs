@@ -142,7 +142,8 @@ fn direct_candidates() -> Vec<PathBuf> {
             })
             .map(|p| p.join("lib64"))
             .collect();
-        found.sort();
+        // Newest first: cuda-13.0 before cuda-12.9.
+        found.sort_by(|a, b| b.cmp(a));
         cuda_dirs.extend(found);
     }
     for dir in cuda_dirs {
@@ -200,7 +201,7 @@ impl Nvrtc {
     pub fn load() -> Result<Nvrtc, NvrtcError> {
         let mut tried = Vec::new();
         for stage in [direct_candidates as fn() -> Vec<PathBuf>, python_candidates] {
-            if let Some(nvrtc) = Nvrtc::load_first(&stage(), &mut tried)? {
+            if let Some(nvrtc) = Nvrtc::load_first(&stage(), &mut tried) {
                 return Ok(nvrtc);
             }
         }
@@ -225,21 +226,20 @@ impl Nvrtc {
     }
 
     /// The first of `candidates` that loads, recording the ones that do not in `tried`.
-    fn load_first(
-        candidates: &[PathBuf],
-        tried: &mut Vec<String>,
-    ) -> Result<Option<Nvrtc>, NvrtcError> {
+    fn load_first(candidates: &[PathBuf], tried: &mut Vec<String>) -> Option<Nvrtc> {
         for candidate in candidates {
             // SAFETY: loading NVRTC runs its initialisers; it is a plain C library without
             // unusual load-time side effects.
-            match unsafe { Library::new(candidate) } {
-                Ok(library) => {
-                    return Nvrtc::from_library(library, candidate.display().to_string()).map(Some)
-                }
-                Err(_) => tried.push(candidate.display().to_string()),
+            let loaded = unsafe { Library::new(candidate) }.ok().and_then(|library| {
+                Nvrtc::from_library(library, candidate.display().to_string()).ok()
+            });
+            match loaded {
+                Some(nvrtc) => return Some(nvrtc),
+                // Absent, or a library without NVRTC's functions: try the next one.
+                None => tried.push(candidate.display().to_string()),
             }
         }
-        Ok(None)
+        None
     }
 
     /// Load NVRTC from an explicit path.

@@ -10,9 +10,9 @@ use std::sync::{LazyLock, Mutex};
 /// Window for CPU-visible buffers (GPU VA == CPU VA): 64 GiB … 256 GiB, below where Linux
 /// places mmap and stacks and above where it places executables and the heap on x86-64.
 pub const LOW_WINDOW: (u64, u64) = (0x10_0000_0000, 0x40_0000_0000);
-/// Window for GPU-only buffers: 256 GiB … 128 TiB (the GPU's 49-bit VA space allows more; the
-/// shared/local windows sit at 0x7293… and 0x7294…, above it).
-pub const HIGH_WINDOW: (u64, u64) = (0x40_0000_0000, 0x8000_0000_0000);
+/// Window for GPU-only buffers: 256 GiB … 112 TiB, below the shared and local memory windows
+/// (0x7293_0000_0000 and 0x7294_0000_0000, `launch.rs`), which must stay unbacked.
+pub const HIGH_WINDOW: (u64, u64) = (0x40_0000_0000, 0x7000_0000_0000);
 
 /// First-fit allocator over one window, with neighbouring free ranges merged.
 #[derive(Debug)]
@@ -85,6 +85,9 @@ pub fn alignment_for(size: u64) -> u64 {
 /// Reserve a range of `size` bytes (rounded to its alignment) in the CPU-visible or GPU-only
 /// window; returns (start, reserved size).
 pub fn reserve(size: u64, cpu_visible: bool) -> Option<(u64, u64)> {
+    // Decide the alignment from the page-rounded size, which is what callers pick the GPU page
+    // size from: 8 MiB - 4 KiB + 1 bytes becomes 8 MiB and needs the 2 MiB alignment.
+    let size = size.checked_next_multiple_of(0x1000)?;
     let align = alignment_for(size);
     let size = size.checked_next_multiple_of(align)?;
     // A poisoned lock only means another thread panicked mid-update of a BTreeMap whose
@@ -130,11 +133,17 @@ mod tests {
         let (a, size_a) = reserve(0x1800, true).unwrap();
         let (b, _) = reserve(16 << 20, true).unwrap();
         assert_eq!(size_a, 0x2000);
+        // Just under 8 MiB rounds to 8 MiB of 2 MiB pages: 2 MiB aligned.
+        let (c, size_c) = reserve((8 << 20) - 0x1000 + 1, true).unwrap();
+        assert_eq!((c % (2 << 20), size_c), (0, 8 << 20));
+        release(c, size_c, true);
         assert_eq!(b % (2 << 20), 0);
         assert!(a + size_a <= b || b + (16 << 20) <= a);
         assert!((LOW_WINDOW.0..LOW_WINDOW.1).contains(&a));
         let (g, _) = reserve(0x1000, false).unwrap();
         assert!((HIGH_WINDOW.0..HIGH_WINDOW.1).contains(&g));
+        assert!(HIGH_WINDOW.1 <= crate::launch::LOCAL_WINDOW_BASE);
+        assert!(HIGH_WINDOW.1 <= crate::launch::SHARED_WINDOW_BASE);
         release(a, size_a, true);
         release(b, 16 << 20, true);
         release(g, 0x1000, false);

@@ -125,11 +125,14 @@ impl Backend for NvBackend {
         self.dev.destroy_signal(signal.0 as u32);
     }
     fn signal_value(&mut self, signal: SignalId) -> Result<u64, Error> {
-        Ok(self.dev.signal_value(signal.0 as u32))
+        self.dev
+            .signal_value(signal.0 as u32)
+            .map_err(|e| backend_err("signal value", &self.name, e))
     }
     fn set_signal(&mut self, signal: SignalId, value: u64) -> Result<(), Error> {
-        self.dev.set_signal(signal.0 as u32, value);
-        Ok(())
+        self.dev
+            .set_signal(signal.0 as u32, value)
+            .map_err(|e| backend_err("set signal", &self.name, e))
     }
     fn submit(&mut self, commands: &[Command]) -> Result<(), Error> {
         use egpu_nv::device::NvCommand;
