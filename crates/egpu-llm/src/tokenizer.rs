@@ -246,6 +246,37 @@ fn optional_id(file: &GgufFile, key: &str, vocab: usize) -> Result<Option<u32>, 
     }
 }
 
+/// A pair of adjacent SentencePiece symbols whose concatenation is a token: ordered by score,
+/// then leftmost first.
+struct SpmCandidate {
+    score: f32,
+    left: usize,
+    right: usize,
+    /// End of the right symbol when the pair was found (detects stale entries).
+    end: usize,
+}
+
+impl PartialEq for SpmCandidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for SpmCandidate {}
+
+impl PartialOrd for SpmCandidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SpmCandidate {
+    /// Max-heap order: higher score first, then the smaller (leftmost) position.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.score.total_cmp(&other.score).then(other.left.cmp(&self.left))
+    }
+}
+
 impl Tokenizer {
     /// Builds the tokenizer described by `file`'s metadata.
     pub fn from_gguf(file: &GgufFile) -> Result<Self, TokenizerError> {
@@ -561,24 +592,46 @@ impl Tokenizer {
     ) -> Result<(), TokenizerError> {
         // Symbols are byte ranges of `text`, starting as single characters; repeatedly merge the
         // adjacent pair whose concatenation is a vocabulary token with the highest score
-        // (leftmost on ties), as SentencePiece's BPE does.
-        let mut syms: Vec<(usize, usize)> =
+        // (leftmost on ties), as SentencePiece's BPE does. Symbols form a linked list and
+        // candidate pairs wait in a heap, so a long prompt costs O(n log n), not O(n²); a
+        // candidate is stale once either side has merged since (its span no longer matches).
+        let mut spans: Vec<(usize, usize)> =
             text.char_indices().map(|(i, c)| (i, i + c.len_utf8())).collect();
-        loop {
-            let mut best: Option<(f32, usize, u32)> = None;
-            for i in 0..syms.len().saturating_sub(1) {
-                let merged = &text[syms[i].0..syms[i + 1].1];
-                if let Some(&id) = self.token_to_id.get(merged) {
-                    let score = scores[id as usize];
-                    if best.is_none_or(|(s, _, _)| score > s) {
-                        best = Some((score, i, id));
-                    }
-                }
-            }
-            let Some((_, i, _)) = best else { break };
-            syms[i].1 = syms[i + 1].1;
-            syms.remove(i + 1);
+        let n = spans.len();
+        let mut next: Vec<usize> = (1..=n).collect(); // n = end of list
+        let mut prev: Vec<Option<usize>> = (0..n).map(|i| i.checked_sub(1)).collect();
+        let mut alive = vec![true; n];
+        let mut heap = std::collections::BinaryHeap::new();
+        let candidate = |spans: &[(usize, usize)], left: usize, right: usize| {
+            let (start, end) = (spans[left].0, spans[right].1);
+            self.token_to_id.get(&text[start..end]).map(|&id| SpmCandidate {
+                score: scores[id as usize],
+                left,
+                right,
+                end,
+            })
+        };
+        for i in 1..n {
+            heap.extend(candidate(&spans, i - 1, i));
         }
+        while let Some(SpmCandidate { left, right, end, .. }) = heap.pop() {
+            if !alive[left] || !alive[right] || next[left] != right || spans[right].1 != end {
+                continue;
+            }
+            spans[left].1 = end;
+            alive[right] = false;
+            next[left] = next[right];
+            if next[left] < n {
+                prev[next[left]] = Some(left);
+            }
+            if let Some(p) = prev[left] {
+                heap.extend(candidate(&spans, p, left));
+            }
+            if next[left] < n {
+                heap.extend(candidate(&spans, left, next[left]));
+            }
+        }
+        let syms: Vec<(usize, usize)> = (0..n).filter(|&i| alive[i]).map(|i| spans[i]).collect();
         for (s, e) in syms {
             let piece = &text[s..e];
             if let Some(&id) = self.token_to_id.get(piece) {
