@@ -274,7 +274,7 @@ impl NvDevice {
             .fb_info(h_subdevice, [ctrl::NV2080_CTRL_FB_INFO_INDEX_TOTAL_RAM_SIZE])
             .ok()
             .map(|[kib]| u64::from(kib) << 10);
-        let classes = class_list(&client, h_device)?;
+        let classes = client.class_list(h_device)?;
         let pick = |want: &[u32], what: &'static str| {
             want.iter().copied().find(|c| classes.contains(c)).ok_or(NvError::MissingClass { what })
         };
@@ -331,6 +331,7 @@ impl NvDevice {
             p.rmStatus
         })?;
 
+        let pci_address = crate::gpu::pci_address(&card);
         let mut device = NvDevice {
             client,
             minor: card.minor_number,
@@ -353,9 +354,9 @@ impl NvDevice {
             next_program: 1,
             sm_count: tpcs * litter_sms,
             memory_bytes,
-            name: crate::gpu::model_name(&crate::gpu::pci_address(&card))
+            name: crate::gpu::model_name(&pci_address)
                 .unwrap_or_else(|| format!("NVIDIA {arch:?} GPU")),
-            pci_address: crate::gpu::pci_address(&card),
+            pci_address,
             grid_layout: GridLayout {
                 max_warps_per_sm,
                 sms_per_tpc: litter_sms,
@@ -577,18 +578,8 @@ impl NvDevice {
             limit: size - 1,
             ..Default::default()
         };
-        let handle = match self.client.alloc(
-            self.h_device,
-            0,
-            class::NV01_MEMORY_LOCAL_USER,
-            Some(&mut p),
-        ) {
-            Ok(handle) => handle,
-            Err(e) => {
-                va::release(va, size, cpu_visible);
-                return Err(e.into());
-            }
-        };
+        let handle =
+            self.alloc_memory(class::NV01_MEMORY_LOCAL_USER, &mut p, (va, size), cpu_visible)?;
         let buffer = NvBuffer { handle, va, size, host: cpu_visible };
         if cpu_visible {
             if let Err(e) =
@@ -601,6 +592,21 @@ impl NvDevice {
         }
         let mapped = self.uvm_map(va, size, handle);
         self.keep_or_release(buffer, mapped)
+    }
+
+    /// RM_ALLOC of memory `class` under the device; on failure the VA range reserved for it
+    /// (`range`, in the CPU-visible window or not) goes back.
+    fn alloc_memory(
+        &self,
+        class: u32,
+        params: &mut NV_MEMORY_ALLOCATION_PARAMS,
+        (va, size): (u64, u64),
+        cpu_visible: bool,
+    ) -> Result<u32, NvError> {
+        self.client.alloc(self.h_device, 0, class, Some(params)).map_err(|e| {
+            va::release(va, size, cpu_visible);
+            e.into()
+        })
     }
 
     /// The channels' error notifier: system memory the GPU writes, never mapped for the CPU.
@@ -618,14 +624,7 @@ impl NvDevice {
             limit: size - 1,
             ..Default::default()
         };
-        let handle =
-            match self.client.alloc(self.h_device, 0, class::NV01_MEMORY_SYSTEM, Some(&mut p)) {
-                Ok(handle) => handle,
-                Err(e) => {
-                    va::release(va, size, false);
-                    return Err(e.into());
-                }
-            };
+        let handle = self.alloc_memory(class::NV01_MEMORY_SYSTEM, &mut p, (va, size), false)?;
         let buffer = NvBuffer { handle, va, size, host: false };
         let mapped = self.uvm_map(va, size, handle);
         self.keep_or_release(buffer, mapped)
@@ -1189,27 +1188,6 @@ fn check_host_range(buffer: &NvBuffer, offset: u64, len: usize) -> Result<(), Nv
         return Err(NvError::BadRange { offset, len: len as u64, size: buffer.size });
     }
     Ok(())
-}
-
-/// The device's class list (two-call pointer form).
-fn class_list(client: &RmClient, h_device: u32) -> Result<Vec<u32>, NvError> {
-    let mut p = NV0080_CTRL_GPU_GET_CLASSLIST_PARAMS::default();
-    client.control(
-        h_device,
-        ctrl::NV0080_CTRL_CMD_GPU_GET_CLASSLIST,
-        &mut p,
-        "NV0080_CTRL_CMD_GPU_GET_CLASSLIST",
-    )?;
-    let mut list = vec![0u32; p.numClasses as usize];
-    p.classList = list.as_mut_ptr() as u64;
-    client.control(
-        h_device,
-        ctrl::NV0080_CTRL_CMD_GPU_GET_CLASSLIST,
-        &mut p,
-        "NV0080_CTRL_CMD_GPU_GET_CLASSLIST",
-    )?;
-    list.truncate(p.numClasses as usize);
-    Ok(list)
 }
 
 #[cfg(test)]

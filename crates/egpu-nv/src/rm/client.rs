@@ -483,6 +483,19 @@ impl RmClient {
         Ok(entries.map(|e| e.data))
     }
 
+    /// The classes the device offers (NV0080_CTRL_CMD_GPU_GET_CLASSLIST, two-call pointer
+    /// form: count, then list).
+    pub fn class_list(&self, h_device: u32) -> Result<Vec<u32>, RmError> {
+        let name = "NV0080_CTRL_CMD_GPU_GET_CLASSLIST";
+        let mut p = NV0080_CTRL_GPU_GET_CLASSLIST_PARAMS::default();
+        self.control(h_device, ctrl::NV0080_CTRL_CMD_GPU_GET_CLASSLIST, &mut p, name)?;
+        let mut list = vec![0u32; p.numClasses as usize];
+        p.classList = list.as_mut_ptr() as u64;
+        self.control(h_device, ctrl::NV0080_CTRL_CMD_GPU_GET_CLASSLIST, &mut p, name)?;
+        list.truncate(p.numClasses as usize);
+        Ok(list)
+    }
+
     /// Query a GPU's device instance from its gpu_id (CARD_INFO).
     pub fn device_instance(&self, gpu_id: u32) -> Result<u32, RmError> {
         let mut p = NV0000_CTRL_GPU_GET_ID_INFO_V2_PARAMS { gpuId: gpu_id, ..Default::default() };
