@@ -293,6 +293,9 @@ pub fn stream_elements(copy_bytes: u64) -> u64 {
     copy_bytes / 16
 }
 
+/// Wait limit for the whole CUDA peer process.
+const PEER_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Wait limit for one `finish`.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -406,13 +409,31 @@ pub fn run(index: u32, copy_bytes: u64) -> Result<(BenchReport, PeerSpec), NvErr
 /// it call [`crate::cuda_peer::run`] and print the report), and read its report.
 pub fn run_peer_process(peer_args: &[String]) -> Result<BenchReport, String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
-    let mut command = std::process::Command::new(&exe);
-    command.args(peer_args);
-    // nv:N follows nvidia.ko's card order (PCI); make CUDA's ordinal N the same GPU.
-    if std::env::var_os("CUDA_DEVICE_ORDER").is_none() {
-        command.env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+    let mut child = std::process::Command::new(&exe)
+        .args(peer_args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {}: {e}", exe.display()))?;
+    // The peer's waits (cuStreamSynchronize) have no deadline of their own: bound the process.
+    let deadline = Instant::now() + PEER_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "the CUDA peer did not finish within {PEER_TIMEOUT:?}; the GPU may be hung \
+                     (check dmesg for Xid errors) or busy with other work"
+                ));
+            }
+            Err(e) => return Err(format!("waiting for {}: {e}", exe.display())),
+        }
     }
-    let output = command.output().map_err(|e| format!("running {}: {e}", exe.display()))?;
+    // Its report is a few hundred bytes, so the pipes never filled while it ran.
+    let output = child.wait_with_output().map_err(|e| format!("reading the peer's output: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         return Err(format!(
