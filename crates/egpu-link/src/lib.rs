@@ -6,10 +6,8 @@
 //!   walk, BAR sizing, Resizable BAR, windows) and BAR access with write coalescing.
 
 pub mod asm2464;
-mod error;
 pub mod hostile;
 pub mod pcie;
 
 pub use asm2464::{Asm2464, Asm2464Config, LinkStats};
-pub use error::LinkError;
-pub use pcie::{Bdf, PcieLink};
+pub use egpu_hal::{Bdf, LinkError, PcieLink};

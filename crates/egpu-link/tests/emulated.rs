@@ -296,7 +296,10 @@ fn an_unreleased_sram_read_times_out_and_the_link_recovers() {
     let (_emulator, mut link) = open(BridgeConfig::default());
     let pending = link.arm_sram_read(4096).unwrap();
     let error = link.finish_sram_read(pending).unwrap_err();
-    assert!(matches!(error, LinkError::Usb { source: UsbError::Timeout { .. }, .. }), "{error}");
+    assert!(
+        matches!(error.transport_source::<UsbError>(), Some(UsbError::Timeout { .. })),
+        "{error}"
+    );
     // The next operation resets the interface first and works.
     assert_eq!(link.ltssm().unwrap(), LTSSM_L0);
 }
@@ -382,9 +385,9 @@ fn unplugging_mid_stream_is_a_disconnect_error() {
     let result =
         BarMmio::new(&mut link, vram).write_bytes(0, bytes(8 << 20, 1)).and_then(|_| link.flush());
     let error = result.unwrap_err();
-    match &error {
-        LinkError::Usb { source, .. } => assert!(source.is_disconnect(), "{error}"),
-        other => panic!("expected a USB disconnect, got {other}"),
+    match error.transport_source::<UsbError>() {
+        Some(source) => assert!(source.is_disconnect(), "{error}"),
+        None => panic!("expected a USB disconnect, got {error}"),
     }
     assert!(link.ltssm().is_err(), "the device stays gone");
 }
@@ -396,10 +399,16 @@ fn stalls_and_timeouts_are_reported_and_recovered_from() {
     emulator.inject(Fault::Stall { endpoint: 0x02 });
     let error =
         BarMmio::new(&mut link, vram).write(0, &[0u8; 64]).and_then(|_| link.flush()).unwrap_err();
-    assert!(matches!(error, LinkError::Usb { source: UsbError::Stall { .. }, .. }), "{error}");
+    assert!(
+        matches!(error.transport_source::<UsbError>(), Some(UsbError::Stall { .. })),
+        "{error}"
+    );
     emulator.inject(Fault::Timeout { endpoint: 0x81 });
     let error = BarMmio::new(&mut link, vram).read(0, 64).unwrap_err();
-    assert!(matches!(error, LinkError::Usb { source: UsbError::Timeout { .. }, .. }), "{error}");
+    assert!(
+        matches!(error.transport_source::<UsbError>(), Some(UsbError::Timeout { .. })),
+        "{error}"
+    );
     // After both, the session heals itself.
     BarMmio::new(&mut link, vram).write(0, &[9u8; 64]).unwrap();
     assert_eq!(BarMmio::new(&mut link, vram).read(0, 64).unwrap(), vec![9u8; 64]);
@@ -453,4 +462,44 @@ fn settings_that_cannot_work_are_refused() {
         Asm2464::open(emulator.transport(), config),
         Err(LinkError::InvalidConfig(_))
     ));
+}
+
+// ---- GPU-visible memory through the link trait (bridge SRAM, usb-bridge.md §1.3, §6) -------
+
+#[test]
+fn gpu_visible_memory_is_sram_slots_written_by_f2_and_read_after_the_release() {
+    // The release is a GPU write upstream, which needs the bus mastering the fabric enables.
+    let (emulator, mut link, _topology) = up(GpuKind::Navi31);
+    let info = link.dma_info();
+    assert_eq!((info.total_bytes, info.granule), (512 << 10, SRAM_SLOT_SIZE as u64));
+    assert!(!info.host_reads_directly);
+    let first = link.dma_alloc(1).unwrap();
+    let second = link.dma_alloc(3 * SRAM_SLOT_SIZE as u64 - 100).unwrap();
+    assert_eq!((first.bus_address, first.size), (PCIE_SRAM_BASE, SRAM_SLOT_SIZE as u64));
+    assert_eq!(second.bus_address, PCIE_SRAM_BASE + SRAM_SLOT_SIZE as u64);
+    assert_eq!(second.size, 3 * SRAM_SLOT_SIZE as u64);
+
+    // Host -> region: the device sees the bytes at the region's bus address.
+    let data = bytes(20_000, 9);
+    link.dma_write(&second, SRAM_SLOT_SIZE as u64, data.clone()).unwrap();
+    link.flush().unwrap();
+    let device_offset = (second.bus_address - PCIE_SRAM_BASE) as u32 + SRAM_SLOT_SIZE as u32;
+    assert_eq!(emulator.sram(device_offset, data.len()), data.to_vec());
+
+    // Region -> host: nothing arrives until the device makes the release write.
+    let pending = link.dma_read_begin(&second, SRAM_SLOT_SIZE as u64, data.len()).unwrap();
+    let release = pending.release.expect("the bridge needs a release write");
+    assert_eq!(release.bus_address, PCIE_CQ_PAGE + 12);
+    emulator.gpu_dma_write(release.bus_address, &release.value.to_le_bytes()).unwrap();
+    assert_eq!(link.dma_read_finish(pending).unwrap(), data.to_vec());
+
+    // Misuse is refused, and freed slots are reused.
+    assert!(matches!(
+        link.dma_write(&second, 100, Bytes::from_static(&[0; 4])),
+        Err(LinkError::Unaligned { .. })
+    ));
+    assert!(matches!(link.dma_alloc(512 << 10), Err(LinkError::Busy { .. })));
+    link.dma_free(first).unwrap();
+    assert!(link.dma_free(first).is_err(), "a double free is refused");
+    assert_eq!(link.dma_alloc(SRAM_SLOT_SIZE as u64).unwrap().bus_address, PCIE_SRAM_BASE);
 }

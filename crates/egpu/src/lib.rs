@@ -9,13 +9,13 @@
 //! Vendor drivers plug in below through the small [`backend::Backend`] trait, so the
 //! runtime's own logic (argument layout, staging, graph replay) tests without hardware.
 
-pub mod backend;
 mod device;
-mod error;
 mod name;
 mod nv;
 
 pub use backend::{DeviceProperties, KernelInfo, MemoryKind, ParamSlot, Vendor};
 pub use device::{Arg, Buffer, Device, Graph, Kernel, Program, Queue, Signal};
-pub use error::Error;
+/// The seam between the runtime and a vendor driver (defined in `egpu-hal`).
+pub use egpu_hal::backend;
+pub use egpu_hal::Error;
 pub use name::DeviceName;

@@ -22,6 +22,8 @@ use bytes::Bytes;
 use egpu_usb::discover::{classify, FirmwareKind};
 use egpu_usb::{Tag, Transfer, UsbError, UsbTransport};
 
+use egpu_hal::{DmaInfo, DmaRegion, DmaRelease, PendingDmaRead};
+
 use crate::pcie::{Bdf, PcieLink};
 use crate::LinkError;
 use wire::*;
@@ -198,6 +200,10 @@ pub struct Asm2464<T: UsbTransport> {
     /// The bulk IN of an armed F2 read. While it waits for the GPU's release, EP 0x81 and the
     /// F2 engine belong to it: a streaming read's data would complete it instead (§4.7).
     armed_sram_read: Option<Tag>,
+    /// The F2 read behind a [`PcieLink::dma_read_begin`], until its finish.
+    dma_read: Option<PendingSramRead>,
+    /// SRAM slots handed out as GPU-visible memory (bit n = slot n).
+    sram_slots_used: u32,
     stats: LinkStats,
 }
 
@@ -235,6 +241,8 @@ impl<T: UsbTransport> Asm2464<T> {
             bulk_out: VecDeque::new(),
             needs_reset: true,
             armed_sram_read: None,
+            dma_read: None,
+            sram_slots_used: 0,
             stats: LinkStats::default(),
         };
         bridge.recover()?;
@@ -299,7 +307,9 @@ impl<T: UsbTransport> Asm2464<T> {
             let _ = self.usb.wait(tag);
         }
         self.armed_sram_read = None;
-        self.usb.reset_interface().map_err(LinkError::usb("resetting the bridge interface"))?;
+        self.usb
+            .reset_interface()
+            .map_err(LinkError::transport("resetting the bridge interface"))?;
         self.needs_reset = false;
         Ok(())
     }
@@ -341,13 +351,13 @@ impl<T: UsbTransport> Asm2464<T> {
         }
         let result = body(self);
         if let Err(error) = &result {
-            if matches!(error, LinkError::Usb { .. } | LinkError::ShortReply { .. }) {
+            if matches!(error, LinkError::Transport { .. } | LinkError::ShortReply { .. }) {
                 self.needs_reset = true;
             }
         }
         result.map_err(|error| match error {
-            LinkError::Usb { op: inner, source } if inner.is_empty() => {
-                LinkError::Usb { op: op.to_string(), source }
+            LinkError::Transport { op: inner, source } if inner.is_empty() => {
+                LinkError::Transport { op: op.to_string(), source }
             }
             other => other,
         })
@@ -356,7 +366,7 @@ impl<T: UsbTransport> Asm2464<T> {
     /// Wait for every bulk OUT the firmware still has to consume.
     fn drain_bulk_out(&mut self) -> Result<(), LinkError> {
         while let Some(tag) = self.bulk_out.pop_front() {
-            self.usb.wait(tag).map_err(LinkError::usb(""))?;
+            self.usb.wait(tag).map_err(LinkError::transport(""))?;
         }
         Ok(())
     }
@@ -364,14 +374,14 @@ impl<T: UsbTransport> Asm2464<T> {
     fn reap_posted(&mut self, keep: usize) -> Result<(), LinkError> {
         while self.posted.len() > keep {
             let tag = self.posted.pop_front().expect("length checked");
-            self.usb.wait(tag).map_err(LinkError::usb(""))?;
+            self.usb.wait(tag).map_err(LinkError::transport(""))?;
         }
         Ok(())
     }
 
     fn control_in(&mut self, setup: egpu_usb::ControlSetup, length: u16) -> Result<Tag, LinkError> {
         self.submit(Transfer::ControlIn { setup, length }, CONTROL_TIMEOUT)
-            .map_err(LinkError::usb(""))
+            .map_err(LinkError::transport(""))
     }
 
     // ---- XDATA (E4/E5) ---------------------------------------------------------------
@@ -392,7 +402,7 @@ impl<T: UsbTransport> Asm2464<T> {
             }
             let mut out = Vec::with_capacity(len);
             for (tag, chunk) in tags {
-                let data = this.usb.wait(tag).map_err(LinkError::usb(""))?.into_data();
+                let data = this.usb.wait(tag).map_err(LinkError::transport(""))?.into_data();
                 if data.len() != chunk {
                     return Err(LinkError::ShortReply {
                         op: format!("E4 read of {chunk} bytes of XDATA"),
@@ -416,14 +426,16 @@ impl<T: UsbTransport> Asm2464<T> {
             for (i, &byte) in data.iter().enumerate() {
                 let setup = xdata_write_setup(address + i as u16, byte, 0);
                 let transfer = Transfer::ControlOut { setup, data: Bytes::new() };
-                tags.push_back(this.submit(transfer, CONTROL_TIMEOUT).map_err(LinkError::usb(""))?);
+                tags.push_back(
+                    this.submit(transfer, CONTROL_TIMEOUT).map_err(LinkError::transport(""))?,
+                );
                 if tags.len() >= this.config.xdata_write_depth {
                     let oldest = tags.pop_front().expect("length checked");
-                    this.usb.wait(oldest).map_err(LinkError::usb(""))?;
+                    this.usb.wait(oldest).map_err(LinkError::transport(""))?;
                 }
             }
             for tag in tags {
-                this.usb.wait(tag).map_err(LinkError::usb(""))?;
+                this.usb.wait(tag).map_err(LinkError::transport(""))?;
             }
             Ok(())
         })
@@ -460,8 +472,8 @@ impl<T: UsbTransport> Asm2464<T> {
             this.drain_bulk_out()?;
             this.reap_posted(0)?;
             let transfer = Transfer::ControlOut { setup: power_setup(on), data: Bytes::new() };
-            let tag = this.submit(transfer, F3_TIMEOUT).map_err(LinkError::usb(""))?;
-            this.usb.wait(tag).map_err(LinkError::usb(""))?;
+            let tag = this.submit(transfer, F3_TIMEOUT).map_err(LinkError::transport(""))?;
+            this.usb.wait(tag).map_err(LinkError::transport(""))?;
             Ok(())
         })
     }
@@ -472,7 +484,7 @@ impl<T: UsbTransport> Asm2464<T> {
             this.drain_bulk_out()?;
             let setup = egpu_usb::ControlSetup::vendor_in(REQ_POWER_MONITOR, 0, 0);
             let tag = this.control_in(setup, 4)?;
-            let data = this.usb.wait(tag).map_err(LinkError::usb(""))?.into_data();
+            let data = this.usb.wait(tag).map_err(LinkError::transport(""))?.into_data();
             match data[..] {
                 [v0, v1, c0, c1] => {
                     Ok((u16::from_le_bytes([v0, v1]), i16::from_le_bytes([c0, c1])))
@@ -504,7 +516,7 @@ impl<T: UsbTransport> Asm2464<T> {
             let payload = Bytes::copy_from_slice(&request.payload());
             if fmt.is_posted() {
                 let transfer = Transfer::ControlOut { setup: request.setup(), data: payload };
-                let tag = this.submit(transfer, F0_TIMEOUT).map_err(LinkError::usb(""))?;
+                let tag = this.submit(transfer, F0_TIMEOUT).map_err(LinkError::transport(""))?;
                 this.posted.push_back(tag);
                 let depth = this.config.posted_depth;
                 this.reap_posted(depth)?;
@@ -519,15 +531,15 @@ impl<T: UsbTransport> Asm2464<T> {
             let crs_deadline = Instant::now() + this.config.config_retry_timeout;
             loop {
                 let out = Transfer::ControlOut { setup: request.setup(), data: payload.clone() };
-                let out = this.submit(out, F0_TIMEOUT).map_err(LinkError::usb(""))?;
+                let out = this.submit(out, F0_TIMEOUT).map_err(LinkError::transport(""))?;
                 let reply = this
                     .submit(
                         Transfer::ControlIn { setup: f0_reply_setup(), length: F0_REPLY_LEN },
                         F0_TIMEOUT,
                     )
-                    .map_err(LinkError::usb(""))?;
-                this.usb.wait(out).map_err(LinkError::usb(""))?;
-                let bytes = this.usb.wait(reply).map_err(LinkError::usb(""))?.into_data();
+                    .map_err(LinkError::transport(""))?;
+                this.usb.wait(out).map_err(LinkError::transport(""))?;
+                let bytes = this.usb.wait(reply).map_err(LinkError::transport(""))?.into_data();
                 let reply = F0Reply::parse(&bytes).ok_or(LinkError::ShortReply {
                     op: format!("F0 reply to {op}"),
                     expected: usize::from(F0_REPLY_LEN),
@@ -605,11 +617,11 @@ impl<T: UsbTransport> Asm2464<T> {
                     let timeout = stream_write_timeout(queued);
                     let tag = this
                         .submit(Transfer::BulkOut { endpoint: EP_BULK_OUT, data: chunk }, timeout)
-                        .map_err(LinkError::usb(""))?;
+                        .map_err(LinkError::transport(""))?;
                     this.bulk_out.push_back(tag);
                     while this.bulk_out.len() > this.config.stream_depth {
                         let oldest = this.bulk_out.pop_front().expect("length checked");
-                        this.usb.wait(oldest).map_err(LinkError::usb(""))?;
+                        this.usb.wait(oldest).map_err(LinkError::transport(""))?;
                     }
                     offset = end;
                 }
@@ -633,7 +645,7 @@ impl<T: UsbTransport> Asm2464<T> {
             setup: request.setup(),
             data: Bytes::copy_from_slice(&request.payload()),
         };
-        self.submit(arm, F0_TIMEOUT).map_err(LinkError::usb(""))
+        self.submit(arm, F0_TIMEOUT).map_err(LinkError::transport(""))
     }
 
     /// Streaming read (§4.5). Errors on the PCIe side are silent in this mode (garbage data);
@@ -658,16 +670,16 @@ impl<T: UsbTransport> Asm2464<T> {
                                 Transfer::BulkIn { endpoint: EP_BULK_IN, length: chunk },
                                 STREAM_READ_TIMEOUT,
                             )
-                            .map_err(LinkError::usb(""))?;
+                            .map_err(LinkError::transport(""))?;
                         tags.push_back((tag, chunk));
                         offset += chunk;
                     }
                     if first {
-                        this.usb.wait(arm).map_err(LinkError::usb(""))?;
+                        this.usb.wait(arm).map_err(LinkError::transport(""))?;
                         first = false;
                     }
                     let (tag, chunk) = tags.pop_front().expect("loop condition");
-                    let data = this.usb.wait(tag).map_err(LinkError::usb(""))?.into_data();
+                    let data = this.usb.wait(tag).map_err(LinkError::transport(""))?.into_data();
                     if data.len() != chunk {
                         return Err(LinkError::ShortReply {
                             op: format!("streaming read chunk at {:#x}", start),
@@ -707,12 +719,12 @@ impl<T: UsbTransport> Asm2464<T> {
         self.guarded("SRAM write (F2)", |this| {
             this.drain_bulk_out()?;
             let arm = Transfer::ControlOut { setup: request.setup(), data: Bytes::new() };
-            let arm = this.submit(arm, CONTROL_TIMEOUT).map_err(LinkError::usb(""))?;
+            let arm = this.submit(arm, CONTROL_TIMEOUT).map_err(LinkError::transport(""))?;
             this.after_arm(arm)?;
             let timeout = bulk_timeout(wire.len());
             let tag = this
                 .submit(Transfer::BulkOut { endpoint: EP_BULK_OUT, data: wire }, timeout)
-                .map_err(LinkError::usb(""))?;
+                .map_err(LinkError::transport(""))?;
             this.bulk_out.push_back(tag);
             let depth = this.config.posted_depth;
             this.reap_posted(depth)
@@ -729,10 +741,10 @@ impl<T: UsbTransport> Asm2464<T> {
         self.guarded("arming an SRAM read (F2)", |this| {
             this.drain_bulk_out()?;
             let arm = Transfer::ControlOut { setup: request.setup(), data: Bytes::new() };
-            let arm = this.submit(arm, CONTROL_TIMEOUT).map_err(LinkError::usb(""))?;
+            let arm = this.submit(arm, CONTROL_TIMEOUT).map_err(LinkError::transport(""))?;
             let transfer = Transfer::BulkIn { endpoint: EP_BULK_IN, length: request.wire_len() };
-            let tag = this.submit(transfer, SRAM_READ_TIMEOUT).map_err(LinkError::usb(""))?;
-            this.usb.wait(arm).map_err(LinkError::usb(""))?;
+            let tag = this.submit(transfer, SRAM_READ_TIMEOUT).map_err(LinkError::transport(""))?;
+            this.usb.wait(arm).map_err(LinkError::transport(""))?;
             this.armed_sram_read = Some(tag);
             Ok(PendingSramRead { tag, len })
         })
@@ -753,7 +765,7 @@ impl<T: UsbTransport> Asm2464<T> {
         self.armed_sram_read = None;
         let op = "SRAM read (F2 bulk IN, released by a GPU write to the CQ page)";
         let result =
-            self.usb.wait(pending.tag).map_err(LinkError::usb(op)).and_then(|completion| {
+            self.usb.wait(pending.tag).map_err(LinkError::transport(op)).and_then(|completion| {
                 let mut data = completion.into_data();
                 let wire = pending.len.div_ceil(SRAM_SECTOR) * SRAM_SECTOR;
                 if data.len() != wire {
@@ -787,7 +799,7 @@ impl<T: UsbTransport> Asm2464<T> {
     /// the bulk data goes out, or leave it with the posted transfers.
     fn after_arm(&mut self, arm: Tag) -> Result<(), LinkError> {
         if self.config.wait_for_arm {
-            self.usb.wait(arm).map_err(LinkError::usb(""))?;
+            self.usb.wait(arm).map_err(LinkError::transport(""))?;
         } else {
             self.posted.push_back(arm);
         }
@@ -795,7 +807,141 @@ impl<T: UsbTransport> Asm2464<T> {
     }
 }
 
+/// The bits of `count` slots from `start`.
+fn slot_mask(start: usize, count: usize) -> u32 {
+    let ones = if count >= 32 { u32::MAX } else { (1u32 << count) - 1 };
+    ones << start
+}
+
+impl<T: UsbTransport> Asm2464<T> {
+    /// The SRAM slots a region covers, checked against what was handed out.
+    fn region_slots(&self, op: &str, region: &DmaRegion) -> Result<(usize, usize), LinkError> {
+        let start = usize::try_from(region.id).unwrap_or(usize::MAX);
+        let count = (region.size as usize) / SRAM_SLOT_SIZE;
+        let valid = start < SRAM_SLOTS
+            && count >= 1
+            && start + count <= SRAM_SLOTS
+            && region.bus_address == PCIE_SRAM_BASE + (start * SRAM_SLOT_SIZE) as u64
+            && self.sram_slots_used & slot_mask(start, count) == slot_mask(start, count);
+        if !valid {
+            return Err(LinkError::Busy {
+                op: op.into(),
+                reason: format!("{region:?} is not a live SRAM region of this bridge"),
+            });
+        }
+        Ok((start, count))
+    }
+}
+
 impl<T: UsbTransport> PcieLink for Asm2464<T> {
+    fn kind(&self) -> &'static str {
+        "usb-asm2464"
+    }
+
+    fn reset(&mut self) -> Result<(), LinkError> {
+        self.dma_read = None;
+        self.recover()
+    }
+
+    /// The bridge SRAM (usb-bridge.md §1.3, §6): 512 KiB at PCIe 0x200000 in 16 KiB slots,
+    /// written by F2 bulk OUT and read by an F2 bulk IN that the GPU releases (§4.6, §4.7).
+    fn dma_info(&self) -> DmaInfo {
+        DmaInfo {
+            total_bytes: SRAM_SIZE as u64,
+            granule: SRAM_SLOT_SIZE as u64,
+            write_alignment: SRAM_SLOT_SIZE as u64,
+            host_reads_directly: false,
+        }
+    }
+
+    fn dma_alloc(&mut self, size: u64) -> Result<DmaRegion, LinkError> {
+        let count = usize::try_from(size.div_ceil(SRAM_SLOT_SIZE as u64)).unwrap_or(usize::MAX);
+        let too_big = || LinkError::SramRange {
+            op: "allocating GPU-visible SRAM".into(),
+            start_slot: 0,
+            len: usize::try_from(size).unwrap_or(usize::MAX),
+        };
+        if count == 0 || count > SRAM_SLOTS {
+            return Err(too_big());
+        }
+        let start = (0..=SRAM_SLOTS - count)
+            .find(|&start| self.sram_slots_used & slot_mask(start, count) == 0)
+            .ok_or_else(|| LinkError::Busy {
+                op: "allocating GPU-visible SRAM".into(),
+                reason: format!(
+                    "no {count} free consecutive 16 KiB slots (in use: {:#010x})",
+                    self.sram_slots_used
+                ),
+            })?;
+        self.sram_slots_used |= slot_mask(start, count);
+        Ok(DmaRegion {
+            id: start as u64,
+            bus_address: PCIE_SRAM_BASE + (start * SRAM_SLOT_SIZE) as u64,
+            size: (count * SRAM_SLOT_SIZE) as u64,
+        })
+    }
+
+    fn dma_free(&mut self, region: DmaRegion) -> Result<(), LinkError> {
+        let (start, count) = self.region_slots("freeing GPU-visible SRAM", &region)?;
+        self.sram_slots_used &= !slot_mask(start, count);
+        Ok(())
+    }
+
+    fn dma_write(&mut self, region: &DmaRegion, offset: u64, data: Bytes) -> Result<(), LinkError> {
+        let op = "writing GPU-visible SRAM";
+        let (start, _) = self.region_slots(op, region)?;
+        region.check(op, offset, data.len())?;
+        if !offset.is_multiple_of(SRAM_SLOT_SIZE as u64) {
+            return Err(LinkError::Unaligned { op: op.into(), address: offset, len: data.len() });
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let slot = start + (offset as usize) / SRAM_SLOT_SIZE;
+        self.sram_write(slot as u8, data)
+    }
+
+    fn dma_read_begin(
+        &mut self,
+        region: &DmaRegion,
+        offset: u64,
+        len: usize,
+    ) -> Result<PendingDmaRead, LinkError> {
+        let op = "reading GPU-visible SRAM";
+        let (start, _) = self.region_slots(op, region)?;
+        region.check(op, offset, len)?;
+        if self.dma_read.is_some() {
+            return Err(LinkError::Busy {
+                op: op.into(),
+                reason: "another read of GPU-visible SRAM is waiting for its release".into(),
+            });
+        }
+        // F2 reads always start at slot 0 (§4.7): read the prefix too and drop it.
+        let prefix = (start * SRAM_SLOT_SIZE) as u64 + offset;
+        let pending = self.arm_sram_read(prefix as usize + len)?;
+        self.dma_read = Some(pending);
+        Ok(PendingDmaRead {
+            region: *region,
+            offset,
+            len,
+            // Any dword written into the completion-queue entry releases the bulk IN (§4.7).
+            release: Some(DmaRelease { bus_address: PCIE_CQ_PAGE + 12, value: 0 }),
+            token: prefix,
+        })
+    }
+
+    fn dma_read_finish(&mut self, pending: PendingDmaRead) -> Result<Vec<u8>, LinkError> {
+        let armed = self.dma_read.take().ok_or_else(|| LinkError::Busy {
+            op: "finishing a read of GPU-visible SRAM".into(),
+            reason: "no read is armed (it was finished already, or the link was reset)".into(),
+        })?;
+        let mut data = self.finish_sram_read(armed)?;
+        let prefix = pending.token as usize;
+        data.drain(..prefix.min(data.len()));
+        data.truncate(pending.len);
+        Ok(data)
+    }
+
     fn config_read(&mut self, bdf: Bdf, offset: u16, size: u8) -> Result<u32, LinkError> {
         let byte_enable = config_byte_enable("config read", bdf, offset, size)?;
         let op = format!("config read of {bdf} register {offset:#05x}");

@@ -1,6 +1,6 @@
 //! The seam between the runtime and a vendor driver.
 //!
-//! A backend deals in plain ids and byte slices; the runtime ([`crate::Device`] and friends)
+//! A backend deals in plain ids and byte slices; the runtime (`egpu::Device` and friends)
 //! adds ownership, bounds checks, argument layout, staging and graphs on top. Everything here
 //! is vendor-blind so that the runtime tests against a software backend.
 

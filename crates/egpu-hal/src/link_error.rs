@@ -1,19 +1,22 @@
 use std::time::Duration;
 
-use egpu_usb::UsbError;
 use thiserror::Error;
 
-use crate::pcie::Bdf;
+use crate::link::Bdf;
 
-/// Errors of the link layer: the bridge protocol, the PCIe fabric and BAR access. Each variant
-/// names the operation that failed and keeps the underlying code.
+/// Errors of the link layer: every link's protocol (the USB bridge today), the PCIe fabric and
+/// BAR access. Each variant names the operation that failed and keeps the underlying code.
 #[derive(Debug, Error)]
+#[non_exhaustive]
+#[allow(missing_docs)] // the variants' messages are their documentation
 pub enum LinkError {
+    /// The transport under the link failed (a USB transfer, a socket, a sysfs file); `source`
+    /// is the transport's own typed error (e.g. `egpu_usb::UsbError`).
     #[error("{op}: {source}")]
-    Usb {
+    Transport {
         op: String,
         #[source]
-        source: UsbError,
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 
     #[error("{device} runs the stock ASMedia firmware (ID {vendor_id:04x}:{product_id:04x}); egpu needs the open custom firmware: build and flash `handmade/` from github.com/tinygrad/asm2464pd-firmware, then replug")]
@@ -68,12 +71,26 @@ pub enum LinkError {
 
     #[error("no GPU (display-class function) found behind the bridge; is the card seated and powered? `egpu info` shows what was found")]
     NoGpu,
+
+    #[error("{op}: this link ({link}) cannot do that")]
+    Unsupported { op: String, link: &'static str },
 }
 
 impl LinkError {
     /// Wrap a transport error with the operation that was under way.
-    pub fn usb(op: impl Into<String>) -> impl FnOnce(UsbError) -> LinkError {
+    pub fn transport<E>(op: impl Into<String>) -> impl FnOnce(E) -> LinkError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         let op = op.into();
-        move |source| LinkError::Usb { op, source }
+        move |source| LinkError::Transport { op, source: Box::new(source) }
+    }
+
+    /// The transport's own error, if this is a transport failure of type `E`.
+    pub fn transport_source<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            LinkError::Transport { source, .. } => source.downcast_ref::<E>(),
+            _ => None,
+        }
     }
 }

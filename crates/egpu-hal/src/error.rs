@@ -1,4 +1,4 @@
-//! The runtime's error type.
+//! The runtime's error type, shared by the runtime and every backend.
 
 use std::time::Duration;
 

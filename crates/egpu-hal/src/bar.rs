@@ -5,13 +5,15 @@
 
 use bytes::Bytes;
 
-use super::PcieLink;
+use crate::link::PcieLink;
 use crate::LinkError;
 
 /// Where a BAR sits on the bus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BarRegion {
+    /// Bus address of the BAR's first byte.
     pub address: u64,
+    /// Size in bytes.
     pub size: u64,
 }
 
@@ -22,10 +24,12 @@ pub struct BarMmio<'a, L: PcieLink + ?Sized> {
 }
 
 impl<'a, L: PcieLink + ?Sized> BarMmio<'a, L> {
+    /// Access `region` through `link`.
     pub fn new(link: &'a mut L, region: BarRegion) -> Self {
         Self { link, region }
     }
 
+    /// The BAR this accesses.
     pub fn region(&self) -> BarRegion {
         self.region
     }
