@@ -7,7 +7,7 @@
 use crate::arch::Arch;
 use crate::cubin::{Cubin, CubinKernel};
 use crate::launch::{
-    build_cbuf0, build_qmd, QmdLaunch, LOCAL_WINDOW_BASE, SHARED_WINDOW_BASE, STACK_RESERVE,
+    build_cbuf0_into, build_qmd, QmdLaunch, LOCAL_WINDOW_BASE, SHARED_WINDOW_BASE, STACK_RESERVE,
 };
 use crate::pushbuf::{compute, gpfifo_entry, host, subchannel, PushBuffer};
 use crate::rm::client::{RmClient, RmError};
@@ -209,6 +209,10 @@ pub struct NvDevice {
     /// Local-memory buffers replaced by a larger one, freed once the compute channel has
     /// passed the sequence that last used them.
     retired_local: Vec<(NvBuffer, u64)>,
+    /// Per-submission scratch kept between submissions so that a launch allocates nothing
+    /// once they have grown: the two channels' pushbuffers, and cbuf0 + QMD bytes.
+    push_scratch: [PushBuffer; 2],
+    launch_bytes: Vec<u8>,
 }
 
 /// What sizing shader local memory (SLM) needs (GR_GET_INFO; litter values are the chip's
@@ -366,6 +370,8 @@ impl NvDevice {
             },
             local: None,
             retired_local: Vec::new(),
+            push_scratch: [PushBuffer::new(), PushBuffer::new()],
+            launch_bytes: Vec::new(),
         };
         device.signals = device.alloc(SIGNAL_SLOTS * 16, true)?;
         device.free_slots = (0..SIGNAL_SLOTS as u32).rev().collect();
@@ -448,7 +454,7 @@ impl NvDevice {
                 &[(SHARED_WINDOW_BASE >> 32) as u32, SHARED_WINDOW_BASE as u32],
             )?;
         init[COPY].set_object(subchannel::COPY, copy_class)?;
-        device.flush(init)?;
+        device.flush(&mut init)?;
         device.wait_idle(Instant::now() + INTERNAL_TIMEOUT)?;
         Ok(device)
     }
@@ -915,7 +921,11 @@ impl NvDevice {
     ) -> Result<(), NvError> {
         let local = self.local_memory_needed(commands)?;
         self.ensure_local_memory(local)?;
-        let mut pbs = [PushBuffer::new(), PushBuffer::new()];
+        // Reuse last submission's pushbuffers (an early error return leaves fresh ones).
+        let mut pbs = std::mem::take(&mut self.push_scratch);
+        for pb in &mut pbs {
+            pb.clear();
+        }
         let order_addr = self.slot_address(self.order_slot);
         // A grid launched in this submission may still be running (no WFI since).
         let mut compute_running = false;
@@ -965,7 +975,9 @@ impl NvDevice {
         if last.is_some() {
             self.last_channel = last;
         }
-        self.flush(pbs)
+        let flushed = self.flush(&mut pbs);
+        self.push_scratch = pbs;
+        flushed
     }
 
     /// Make sure the compute channel has at least `per_thread` bytes of local memory per
@@ -999,7 +1011,7 @@ impl NvDevice {
                 compute::SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_A,
                 &[(per_tpc >> 32) as u32, per_tpc as u32, 0xFF],
             )?;
-        if let Err(e) = self.flush([switch, PushBuffer::new()]) {
+        if let Err(e) = self.flush(&mut [switch, PushBuffer::new()]) {
             self.free(buffer);
             return Err(e);
         }
@@ -1045,8 +1057,10 @@ impl NvDevice {
         let k =
             p.cubin.kernel(name).ok_or_else(|| NvError::NoSuchKernel { name: name.to_string() })?;
         let program_address = p.image.va + k.code_offset;
-        let cb = build_cbuf0(arch, k, p.cubin.constant0_template(k), grid, block, args)?;
-        let qmd_off = (cb.len() as u64).next_multiple_of(256);
+        let template = p.cubin.constant0_template(k);
+        build_cbuf0_into(&mut self.launch_bytes, arch, k, template, grid, block, args)?;
+        let cb_len = self.launch_bytes.len();
+        let qmd_off = (cb_len as u64).next_multiple_of(256);
         let total = qmd_off + arch.qmd_version().size_bytes() as u64;
         let seq = self.channels[COMPUTE].seq + 1;
         let (va, wait) = self
@@ -1072,7 +1086,7 @@ impl NvDevice {
                 program_address,
                 image_address: p.image.va,
                 cbuf0_address: va,
-                cbuf0_bytes: cb.len() as u32,
+                cbuf0_bytes: cb_len as u32,
                 grid,
                 block,
                 dynamic_shared_bytes,
@@ -1080,11 +1094,14 @@ impl NvDevice {
                 release: None,
             },
         )?;
+        // cbuf0 then the QMD in one reused buffer; they land `qmd_off` apart in the ring.
+        qmd.append_bytes(&mut self.launch_bytes);
+        let (cb, q) = self.launch_bytes.split_at(cb_len);
         // SAFETY: [va, va + total) was just reserved in the kargs ring (host memory mapped for the
-        // device's lifetime) and the GPU finished with its previous use (waited above).
+        // device's lifetime) and the GPU finished with its previous use (waited above); `cb`
+        // ends at or before `qmd_off` and `q` is the QMD's size, so both stay inside it.
         unsafe {
             std::ptr::copy_nonoverlapping(cb.as_ptr(), va as *mut u8, cb.len());
-            let q = qmd.to_bytes();
             std::ptr::copy_nonoverlapping(q.as_ptr(), (va + qmd_off) as *mut u8, q.len());
         }
         Ok(va + qmd_off)
@@ -1092,7 +1109,7 @@ impl NvDevice {
 
     /// Put each non-empty pushbuffer on its channel: progress release, copy to the push ring,
     /// GPFIFO entry, GPPut, doorbell (reference §2.1).
-    fn flush(&mut self, mut pbs: [PushBuffer; 2]) -> Result<(), NvError> {
+    fn flush(&mut self, pbs: &mut [PushBuffer; 2]) -> Result<(), NvError> {
         for (i, pb) in pbs.iter_mut().enumerate() {
             if pb.dwords().is_empty() {
                 continue;

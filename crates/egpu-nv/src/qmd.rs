@@ -561,17 +561,21 @@ pub enum QmdError {
     },
 }
 
-/// A QMD being filled in.
+/// Dwords of the largest QMD (V04/V05, 384 B).
+const MAX_QMD_WORDS: usize = 384 / 4;
+
+/// A QMD being filled in. Held inline (no heap), since one is built per launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Qmd {
     version: QmdVersion,
-    words: Vec<u32>,
+    /// The first `version.size_bytes() / 4` are the QMD; the rest stay zero.
+    words: [u32; MAX_QMD_WORDS],
 }
 
 impl Qmd {
     /// An all-zero QMD with its version fields set.
     pub fn new(version: QmdVersion) -> Qmd {
-        let mut qmd = Qmd { version, words: vec![0; version.size_bytes() / 4] };
+        let mut qmd = Qmd { version, words: [0; MAX_QMD_WORDS] };
         let (major, minor) = version.major_minor();
         // Both fields exist in every version's table.
         let _ = qmd.set(QmdField::QmdMajorVersion, u64::from(major));
@@ -586,12 +590,19 @@ impl Qmd {
 
     /// The QMD as dwords.
     pub fn words(&self) -> &[u32] {
-        &self.words
+        &self.words[..self.version.size_bytes() / 4]
     }
 
     /// The QMD as little-endian bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
+        let mut bytes = Vec::with_capacity(self.version.size_bytes());
+        self.append_bytes(&mut bytes);
+        bytes
+    }
+
+    /// Append the QMD's little-endian bytes to `out` (no allocation when it has room).
+    pub fn append_bytes(&self, out: &mut Vec<u8>) {
+        out.extend(self.words().iter().flat_map(|w| w.to_le_bytes()));
     }
 
     /// Set a field; errors if the version lacks it or the value is too wide.
