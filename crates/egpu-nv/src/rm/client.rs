@@ -292,19 +292,27 @@ impl RmClient {
         hclass: u32,
         params: &mut P,
     ) -> Result<u32, RmError> {
-        if !P::accepts(hclass) {
+        let refused = if !P::accepts(hclass) {
+            Some(format!("{} is not this class's parameter struct", std::any::type_name::<P>()))
+        } else if !P::fits(self.version) {
+            Some(format!(
+                "driver {} uses a larger {} than this crate knows",
+                self.version,
+                std::any::type_name::<P>()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refused {
             return Err(RmError::Ioctl {
                 call: format!("RM_ALLOC {}", class_name(hclass)),
-                source: std::io::Error::other(format!(
-                    "{} is not this class's parameter struct",
-                    std::any::type_name::<P>()
-                )),
+                source: std::io::Error::other(why),
             });
         }
         let size = std::mem::size_of::<P>() as u32;
         // SAFETY: `params` is live and exclusively borrowed for the call, and RM copies at most
-        // its size in and out for this class, following no address in it (`RmAllocParams`
-        // contract, class checked above).
+        // its size in and out for this class on this driver, following no address in it
+        // (`RmAllocParams` contract; class and driver checked above).
         unsafe { self.alloc_raw(parent, new, hclass, (params as *mut P).cast(), size) }
     }
 

@@ -19,13 +19,20 @@ use zerocopy::{FromBytes, IntoBytes};
 ///
 /// # Safety
 ///
-/// For every class `accepts` admits, on every driver release this crate supports, RM copies
-/// at most `size_of::<Self>()` bytes from the struct and back (it copies the class-defined
-/// size and ignores `paramsSize`, reference nv-driver.md §1.2), and follows no field of it as
-/// a pointer into the caller's memory.
+/// For every class `accepts` admits, on every driver version for which `fits` holds, RM
+/// copies at most `size_of::<Self>()` bytes from the struct and back (it copies the
+/// class-defined size and ignores `paramsSize`, reference nv-driver.md §1.2), and follows no
+/// field of it as a pointer into the caller's memory.
 pub unsafe trait RmAllocParams: IntoBytes + FromBytes + Sized {
     /// Whether `class` takes this struct as its allocation parameters.
     fn accepts(class: u32) -> bool;
+
+    /// Whether the driver's class-defined size on `version` fits in this struct; a release
+    /// known to have grown it is refused before the kernel sees it.
+    fn fits(version: DriverVersion) -> bool {
+        let _ = version;
+        true
+    }
 }
 
 /// Parameters of one RM control command (`params` of NV_ESC_RM_CONTROL).
@@ -96,12 +103,27 @@ alloc_params! {
     NV_CHANNEL_GROUP_ALLOCATION_PARAMETERS => [class::KEPLER_CHANNEL_GROUP_A];
     NV_CTXSHARE_ALLOCATION_PARAMETERS => [class::FERMI_CONTEXT_SHARE_A];
     NV_MEMORY_ALLOCATION_PARAMS => [class::NV01_MEMORY_LOCAL_USER, class::NV01_MEMORY_SYSTEM];
-    NV_CHANNEL_ALLOC_PARAMS => [
-        class::AMPERE_CHANNEL_GPFIFO_A,
-        class::HOPPER_CHANNEL_GPFIFO_A,
-        class::BLACKWELL_CHANNEL_GPFIFO_A,
-        class::BLACKWELL_CHANNEL_GPFIFO_B,
-    ];
+}
+
+// SAFETY: 368 bytes from 570 on, smaller before (570 appended `tpcConfigID`, reference §1.6
+// and gVisor's `NV_CHANNEL_ALLOC_PARAMS_V570`); 610.43.02 inserted `hHandleVASpace` and grew
+// it to 376 (gVisor's `_V610`), so `fits` refuses 610 and later. Fields are handles, flags, a
+// GPU VA, offsets and memory descriptors RM reads only from kernel clients, none a pointer RM
+// writes through.
+unsafe impl RmAllocParams for NV_CHANNEL_ALLOC_PARAMS {
+    fn accepts(c: u32) -> bool {
+        matches!(
+            c,
+            class::AMPERE_CHANNEL_GPFIFO_A
+                | class::HOPPER_CHANNEL_GPFIFO_A
+                | class::BLACKWELL_CHANNEL_GPFIFO_A
+                | class::BLACKWELL_CHANNEL_GPFIFO_B
+        )
+    }
+
+    fn fits(version: DriverVersion) -> bool {
+        !version.at_least(610, 0)
+    }
 }
 
 macro_rules! control_params {
@@ -275,5 +297,9 @@ mod tests {
         assert!(NV_CHANNEL_ALLOC_PARAMS::accepts(class::HOPPER_CHANNEL_GPFIFO_A));
         assert!(!NV_CHANNEL_ALLOC_PARAMS::accepts(class::FERMI_VASPACE_A));
         assert!(!NV2080_ALLOC_PARAMETERS::accepts(class::NV01_DEVICE_0));
+        // 610 grew the channel parameters past our 368 bytes.
+        assert!(NV_CHANNEL_ALLOC_PARAMS::fits(version("595.45.04")));
+        assert!(!NV_CHANNEL_ALLOC_PARAMS::fits(version("610.43.02")));
+        assert!(NV_VASPACE_ALLOCATION_PARAMETERS::fits(version("610.43.02")));
     }
 }
