@@ -86,8 +86,10 @@ macro_rules! alloc_params {
     ($($ty:ty => [$($class:path),+ $(,)?];)*) => {$(
         // SAFETY: the class-defined size of every class listed is at most this struct's size
         // on every release the reference covers (§1.2, §1.6: 535 to 595; the one that grew,
-        // FERMI_VASPACE_A, is declared in its larger 580 form), and its fields are handles,
-        // flags, sizes and GPU virtual addresses, none a pointer RM writes through.
+        // FERMI_VASPACE_A, is declared in its larger 580 form). Later releases are assumed
+        // not to grow them until a layout table says otherwise, as gVisor's does for the
+        // channel parameters below (it lists no 610 change for these). The fields are
+        // handles, flags, sizes and GPU virtual addresses, none a pointer RM writes through.
         unsafe impl RmAllocParams for $ty {
             fn accepts(c: u32) -> bool {
                 matches!(c, $($class)|+)
