@@ -48,7 +48,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let ops = args.ops.max(1);
     println!(
         "link benchmark on {} ({}), GPU {} at {}; {} per streaming run",
-        bridge.bridge_info().name,
+        bridge.name(),
         if bridge.is_emulated() { "emulated, zero-latency transport" } else { "real hardware" },
         gpu.name(),
         gpu.bdf,

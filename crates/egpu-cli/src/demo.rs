@@ -15,7 +15,9 @@ pub fn run(gpu: &str) -> Result<(), CliError> {
     let card = device::emulated_card(gpu)?;
     println!("== egpu demo: an emulated ASM2464PD bridge with an emulated GPU behind it ==\n");
     let mut bridge = device::open(&DeviceName::Emu(card))?;
-    let info = bridge.bridge_info();
+    let info = bridge
+        .bridge_info()
+        .ok_or_else(|| CliError::Verify("the emulated device has no bridge".into()))?;
     println!(
         "opened {} ({:04x}:{:04x}, \"{}\"), PCIe link up (LTSSM 0x{:02x})",
         info.name,

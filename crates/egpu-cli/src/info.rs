@@ -13,7 +13,12 @@ pub fn run(args: &DeviceArgs) -> Result<(), CliError> {
         return gpu_info(&target);
     }
     let mut bridge = device::open(&target)?;
-    let info = bridge.bridge_info();
+    let Some(info) = bridge.bridge_info() else {
+        let topology = bridge.bring_up()?;
+        println!("{} through the {} link:", target, bridge.link().kind());
+        print!("{topology}");
+        return Ok(());
+    };
     println!("bridge      {} ({:04x}:{:04x})", info.name, info.vendor_id, info.product_id);
     println!(
         "firmware    {} by {}, serial {}",

@@ -115,6 +115,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// How a card in a PCIe slot is taken from its kernel driver: egpu never does it silently.
+const PCI_UNBIND_ADVICE: &str = "\
+# Cards in a PCIe slot (pci:DOMAIN:BUS:DEV.FN, Linux): egpu drives a card only when no kernel
+# driver owns it, and never unbinds one itself. Stop everything using the GPU (display server,
+# compute jobs), then as root, with ADDR from `egpu list` (e.g. 0000:03:00.0) and DRIVER from
+# its `kernel driver:` line (amdgpu):
+#     echo ADDR > /sys/bus/pci/drivers/DRIVER/unbind
+# `echo ADDR > /sys/bus/pci/drivers/DRIVER/bind` (or a reboot) gives the card back. egpu maps
+# its BARs through /sys/bus/pci/devices/ADDR/resourceN and needs root for that; GPU-visible
+# memory uses locked pages by physical address, which assumes no IOMMU translation.";
+
 fn setup(install: bool) -> Result<(), CliError> {
     if !install {
         print!("{}", egpu::setup::udev_rule());
@@ -122,6 +133,7 @@ fn setup(install: bool) -> Result<(), CliError> {
             "\n# Install with `sudo egpu setup --install` (writes {}), then replug the bridge.",
             egpu::setup::UDEV_RULE_PATH
         );
+        eprintln!("{}", PCI_UNBIND_ADVICE);
         return Ok(());
     }
     let path = egpu::setup::install_udev_rule()

@@ -4,9 +4,12 @@
 //!   (docs/reference/usb-bridge.md §2–§4).
 //! - [`pcie`]: the [`pcie::PcieLink`] trait every link implements, the fabric bring-up (bus
 //!   walk, BAR sizing, Resizable BAR, windows) and BAR access with write coalescing.
+//! - [`pci`]: the Linux PCIe link through sysfs (`pci:DOMAIN:BUS:DEV.FN`).
 
 pub mod asm2464;
 pub mod hostile;
+#[cfg(target_os = "linux")]
+pub mod pci;
 pub mod pcie;
 
 pub use asm2464::{Asm2464, Asm2464Config, LinkStats};

@@ -40,13 +40,22 @@ pub struct BridgeInfo {
     pub speed: Option<String>,
 }
 
-/// An opened bridge: the link, and the emulator behind it when there is one.
+/// An opened link: the USB bridge (with the emulator behind it when there is one) or a
+/// Linux PCIe function.
 pub struct OpenLink {
     name: DeviceName,
-    bridge: Asm2464<Box<dyn UsbTransport>>,
-    #[cfg(feature = "emu")]
-    emulator: Option<egpu_emu::EmulatedBridge>,
-    _lock: Option<BridgeLock>,
+    reach: Reach,
+}
+
+enum Reach {
+    Bridge {
+        bridge: Box<Asm2464<Box<dyn UsbTransport>>>,
+        #[cfg(feature = "emu")]
+        emulator: Option<egpu_emu::EmulatedBridge>,
+        _lock: Option<BridgeLock>,
+    },
+    #[cfg(target_os = "linux")]
+    Pci(Box<egpu_link::pci::SysfsPciLink>),
 }
 
 /// Open the bridge behind `name` (`usb:…`, or an emulated `emu:…`).
@@ -73,7 +82,9 @@ pub fn open(name: &DeviceName) -> Result<OpenLink, Error> {
             let transport: Box<dyn UsbTransport> = Box::new(emulator.transport());
             let bridge = Asm2464::open(transport, egpu_link::Asm2464Config::default())
                 .map_err(link_error)?;
-            Ok(OpenLink { name: name.clone(), bridge, emulator: Some(emulator), _lock: None })
+            let reach =
+                Reach::Bridge { bridge: Box::new(bridge), emulator: Some(emulator), _lock: None };
+            Ok(OpenLink { name: name.clone(), reach })
         }
         DeviceName::Usb { bus, ports } => {
             let usb_name = egpu_usb::discover::bridge_name(bus, ports);
@@ -83,16 +94,27 @@ pub fn open(name: &DeviceName) -> Result<OpenLink, Error> {
             let transport: Box<dyn UsbTransport> = Box::new(transport);
             let bridge = Asm2464::open(transport, egpu_link::Asm2464Config::default())
                 .map_err(link_error)?;
-            Ok(OpenLink {
-                name: name.clone(),
-                bridge,
+            let reach = Reach::Bridge {
+                bridge: Box::new(bridge),
                 #[cfg(feature = "emu")]
                 emulator: None,
                 _lock: Some(lock),
-            })
+            };
+            Ok(OpenLink { name: name.clone(), reach })
+        }
+        #[cfg(target_os = "linux")]
+        DeviceName::Pci { domain, bus, device, function } => {
+            let address = egpu_link::pci::PciAddress {
+                domain: *domain,
+                bus: *bus,
+                device: *device,
+                function: *function,
+            };
+            let link = egpu_link::pci::SysfsPciLink::open(address).map_err(link_error)?;
+            Ok(OpenLink { name: name.clone(), reach: Reach::Pci(Box::new(link)) })
         }
         other => Err(unavailable(format!(
-            "{} is not a link egpu can open yet (USB bridges and emulated devices are)",
+            "{} is not a link egpu can open yet (USB bridges, Linux PCIe and emulated devices are)",
             other
         ))),
     }
@@ -106,21 +128,43 @@ impl OpenLink {
 
     /// The link itself.
     pub fn link(&mut self) -> &mut dyn PcieLink {
-        &mut self.bridge
+        match &mut self.reach {
+            Reach::Bridge { bridge, .. } => bridge.as_mut(),
+            #[cfg(target_os = "linux")]
+            Reach::Pci(link) => link.as_mut(),
+        }
+    }
+
+    fn bridge(&mut self, op: &str) -> Result<&mut Asm2464<Box<dyn UsbTransport>>, LinkError> {
+        match &mut self.reach {
+            Reach::Bridge { bridge, .. } => Ok(bridge),
+            #[cfg(target_os = "linux")]
+            Reach::Pci(link) => Err(LinkError::Unsupported { op: op.into(), link: link.kind() }),
+        }
+    }
+
+    #[cfg(feature = "emu")]
+    fn emulator(&self) -> Option<&egpu_emu::EmulatedBridge> {
+        match &self.reach {
+            Reach::Bridge { emulator, .. } => emulator.as_ref(),
+            #[cfg(target_os = "linux")]
+            Reach::Pci(_) => None,
+        }
     }
 
     /// Whether an emulator is behind the link (zero-latency transport, device time counted).
     pub fn is_emulated(&self) -> bool {
         #[cfg(feature = "emu")]
-        return self.emulator.is_some();
+        return self.emulator().is_some();
         #[cfg(not(feature = "emu"))]
         false
     }
 
-    /// The bridge's USB identity.
-    pub fn bridge_info(&self) -> BridgeInfo {
-        let info = self.bridge.info();
-        BridgeInfo {
+    /// The bridge's USB identity; `None` on links without a bridge.
+    pub fn bridge_info(&self) -> Option<BridgeInfo> {
+        let Reach::Bridge { bridge, .. } = &self.reach else { return None };
+        let info = bridge.info();
+        Some(BridgeInfo {
             name: info.name.clone(),
             vendor_id: info.vendor_id,
             product_id: info.product_id,
@@ -128,12 +172,12 @@ impl OpenLink {
             product: info.product.clone(),
             serial: info.serial.clone(),
             speed: info.speed.map(|speed| speed.to_string()),
-        }
+        })
     }
 
     /// The PCIe LTSSM state the bridge reports (0x78 = L0, link up).
     pub fn ltssm(&mut self) -> Result<u8, LinkError> {
-        self.bridge.ltssm()
+        self.bridge("reading the bridge's LTSSM")?.ltssm()
     }
 
     /// Whether an LTSSM value means the link is up.
@@ -143,28 +187,43 @@ impl OpenLink {
 
     /// The bridge's power monitor: (millivolts, milliamps).
     pub fn power_monitor(&mut self) -> Result<(u16, i16), LinkError> {
-        self.bridge.power_monitor()
+        self.bridge("reading the bridge's power monitor")?.power_monitor()
     }
 
-    /// USB transfers and bytes so far.
+    /// USB transfers and bytes so far (zero on links without USB).
     pub fn stats(&self) -> LinkStats {
-        self.bridge.stats()
+        match &self.reach {
+            Reach::Bridge { bridge, .. } => bridge.stats(),
+            #[cfg(target_os = "linux")]
+            Reach::Pci(_) => LinkStats::default(),
+        }
     }
 
-    /// Bytes per bulk transfer of a streaming read (what one read call moves at most).
+    /// Bytes one streaming read call moves at most on this link.
     pub fn stream_chunk(&self) -> usize {
-        self.bridge.config().stream_chunk
+        match &self.reach {
+            Reach::Bridge { bridge, .. } => bridge.config().stream_chunk,
+            #[cfg(target_os = "linux")]
+            Reach::Pci(_) => 1 << 20,
+        }
     }
 
-    /// Walk and set up the PCIe fabric behind the bridge.
+    /// Walk and set up the PCIe fabric behind the link (on Linux PCIe the kernel did that:
+    /// the function as it is).
     pub fn bring_up(&mut self) -> Result<Topology, LinkError> {
-        fabric::bring_up(&mut self.bridge, &FabricOptions::default())
+        match &mut self.reach {
+            Reach::Bridge { bridge, .. } => {
+                fabric::bring_up(bridge.as_mut(), &FabricOptions::default())
+            }
+            #[cfg(target_os = "linux")]
+            Reach::Pci(link) => Ok(link.topology()),
+        }
     }
 
     /// Start counting the emulator's own time afresh (no-op on real hardware).
     pub fn reset_device_time(&self) {
         #[cfg(feature = "emu")]
-        if let Some(emulator) = &self.emulator {
+        if let Some(emulator) = self.emulator() {
             emulator.reset_stats();
         }
     }
@@ -173,7 +232,7 @@ impl OpenLink {
     /// hardware.
     pub fn device_time(&self) -> Option<Duration> {
         #[cfg(feature = "emu")]
-        return self.emulator.as_ref().map(|emulator| emulator.stats().device_time);
+        return self.emulator().map(|emulator| emulator.stats().device_time);
         #[cfg(not(feature = "emu"))]
         None
     }

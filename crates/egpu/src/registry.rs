@@ -22,6 +22,8 @@ pub enum DeviceKind {
     KernelDriverGpu,
     /// A USB bridge with whatever sits behind it (`usb:…`).
     UsbBridge,
+    /// A card in a PCIe slot of this Linux machine (`pci:…`).
+    PciFunction,
     /// An emulated bridge and card (`emu:…`).
     Emulated,
 }
@@ -69,6 +71,8 @@ pub fn devices(query: &DeviceQuery) -> Discovery {
     usb_bridges(&mut found);
     #[cfg(feature = "nv")]
     nvidia_gpus(&mut found);
+    #[cfg(all(feature = "usb", target_os = "linux"))]
+    pci_gpus(std::path::Path::new(egpu_link::pci::SYSFS_PCI_DEVICES), &mut found);
     if query.emulated {
         emulated(&mut found);
     }
@@ -174,6 +178,66 @@ fn nvidia_gpus(found: &mut Discovery) {
     }
 }
 
+/// AMD and NVIDIA display functions in a PCIe slot of this Linux machine.
+#[cfg(all(feature = "usb", target_os = "linux"))]
+fn pci_gpus(root: &std::path::Path, found: &mut Discovery) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        found.notes.push(format!("PCIe: {} cannot be read, so no pci: devices", root.display()));
+        return;
+    };
+    let read = |dir: &std::path::Path, file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|text| u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok())
+    };
+    let mut names: Vec<_> = entries.flatten().map(|entry| entry.path()).collect();
+    names.sort();
+    let before = found.devices.len();
+    for dir in names {
+        let Some(file_name) = dir.file_name().and_then(|n| n.to_str()) else { continue };
+        let Ok(name) = format!("pci:{file_name}").parse::<DeviceName>() else { continue };
+        let (Some(vendor), Some(device), Some(class)) =
+            (read(&dir, "vendor"), read(&dir, "device"), read(&dir, "class"))
+        else {
+            continue;
+        };
+        if class >> 16 != 0x03 || !matches!(vendor, 0x1002 | 0x10DE) {
+            continue;
+        }
+        let driver = std::fs::read_link(dir.join("driver"))
+            .ok()
+            .and_then(|target| target.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let availability = match (vendor, driver.as_deref()) {
+            (0x10DE, Some("nvidia")) => {
+                Availability::LinkOnly("driven through nvidia.ko: use its nv:N name".into())
+            }
+            (_, Some(driver)) => Availability::Unusable(format!(
+                "the kernel driver {driver} owns it; `egpu setup` explains unbinding (egpu never \
+                 does it itself)"
+            )),
+            (0x10DE, None) => Availability::LinkOnly(
+                "NVIDIA cards are driven through nvidia.ko (nv:N); load it".into(),
+            ),
+            _ => Availability::LinkOnly(NO_AMD_DRIVER.into()),
+        };
+        found.devices.push(DeviceEntry {
+            name,
+            kind: DeviceKind::PciFunction,
+            summary: format!(
+                "[{vendor:04x}:{device:04x}] {}",
+                egpu_link::pcie::fabric::device_name(vendor as u16, device as u16, class)
+            ),
+            details: vec![format!("kernel driver: {}", driver.as_deref().unwrap_or("none"))],
+            availability,
+        });
+    }
+    if found.devices.len() == before {
+        found
+            .notes
+            .push("PCIe: no AMD or NVIDIA display function in a slot of this machine".into());
+    }
+}
+
 fn emulated(found: &mut Discovery) {
     for card in EmulatedCard::ALL {
         let (summary, availability) = match card {
@@ -229,8 +293,52 @@ pub(crate) fn open_backend(name: &DeviceName) -> Result<Box<dyn Backend>, Error>
         DeviceName::TinyGpu(_) => {
             Err(unavailable("the TinyGPU link (macOS Thunderbolt) is not implemented yet"))
         }
-        DeviceName::Pci { .. } => {
-            Err(unavailable("the Linux PCIe link (sysfs/VFIO) is not implemented yet"))
+        DeviceName::Pci { .. } => Err(unavailable(NO_AMD_DRIVER)),
+    }
+}
+
+#[cfg(all(test, feature = "usb", target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn function(
+        root: &std::path::Path,
+        address: &str,
+        ids: (&str, &str, &str),
+    ) -> std::path::PathBuf {
+        let dir = root.join(address);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("vendor"), ids.0).unwrap();
+        fs::write(dir.join("device"), ids.1).unwrap();
+        fs::write(dir.join("class"), ids.2).unwrap();
+        dir
+    }
+
+    #[test]
+    fn pci_gpus_are_listed_with_who_owns_them() {
+        let root = tempfile::tempdir().unwrap();
+        function(root.path(), "0000:03:00.0", ("0x1002\n", "0x744c\n", "0x030000\n"));
+        let owned = function(root.path(), "0000:04:00.0", ("0x1002\n", "0x7550\n", "0x038000\n"));
+        let drivers = root.path().join("drivers/amdgpu");
+        fs::create_dir_all(&drivers).unwrap();
+        std::os::unix::fs::symlink(&drivers, owned.join("driver")).unwrap();
+        function(root.path(), "0000:03:00.1", ("0x1002\n", "0xab30\n", "0x040300\n")); // audio
+        function(root.path(), "0000:00:02.0", ("0x8086\n", "0x46a6\n", "0x030000\n")); // iGPU
+
+        let mut found = Discovery::default();
+        pci_gpus(root.path(), &mut found);
+        let names: Vec<String> = found.devices.iter().map(|d| d.name.to_string()).collect();
+        assert_eq!(names, ["pci:0000:03:00.0", "pci:0000:04:00.0"]);
+        assert!(matches!(found.devices[0].availability, Availability::LinkOnly(_)));
+        match &found.devices[1].availability {
+            Availability::Unusable(why) => assert!(why.contains("amdgpu"), "{why}"),
+            other => panic!("a card owned by amdgpu is unusable, got {other:?}"),
         }
+        assert!(found.notes.is_empty());
+
+        let mut none = Discovery::default();
+        pci_gpus(&root.path().join("missing"), &mut none);
+        assert!(none.devices.is_empty() && none.notes[0].contains("cannot be read"));
     }
 }
