@@ -20,4 +20,7 @@ pub enum DmaError {
 
     #[error("GPU DMA of {len} bytes at PCIe 0x{addr:X}: no bridge memory decodes that range; the bridge decodes SRAM 0x200000-0x27FFFF, 0x800000-0x8001FF, 0x820000-0x820FFF and the CQ page 0x822000/0x828000 (4 KiB each)")]
     Unmapped { addr: u64, len: usize },
+
+    #[error("GPU DMA of {len} bytes at bus 0x{addr:X}: no GPU-visible host memory region holds that range; the in-process link's regions live in the host aperture 0x1_0000_0000 + 4 GiB and exist once allocated with PcieLink::dma_alloc")]
+    NoHostMemory { addr: u64, len: usize },
 }
