@@ -93,7 +93,10 @@ impl HostRam {
 
     /// First fit in the aperture.
     fn alloc(&mut self, size: u64) -> Option<DmaRegion> {
-        let size = size.max(1).checked_next_multiple_of(HOST_GRANULE)?;
+        if size > HOST_APERTURE_SIZE {
+            return None;
+        }
+        let size = size.max(1).next_multiple_of(HOST_GRANULE);
         let mut at = HOST_APERTURE_BASE;
         for (&base, region) in &self.regions {
             if base - at >= size {
