@@ -6,7 +6,7 @@ use thiserror::Error;
 /// request; the emulator reports it so a test can see which rule fired.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DmaError {
-    #[error("GPU DMA of {len} bytes at PCIe 0x{addr:X}: no GPU behind this emulated bridge (BridgeConfig::gpu is None)")]
+    #[error("GPU DMA of {len} bytes at PCIe 0x{addr:X}: no GPU in the emulated fabric (BridgeConfig::gpu or FabricConfig::gpu is GpuKind::None)")]
     NoGpu { addr: u64, len: usize },
 
     #[error("GPU DMA of {len} bytes at PCIe 0x{addr:X}: the PCIe link is down (LTSSM 0x{ltssm:02X}, not 0x78); power it on with F3")]

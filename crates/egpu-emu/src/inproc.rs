@@ -226,18 +226,14 @@ impl EmulatedFabric {
     pub fn gpu_dma_write(&self, bus_address: u64, data: &[u8]) -> Result<(), DmaError> {
         let mut inproc = lock(&self.shared);
         let InProc { fabric, host, .. } = &mut *inproc;
-        let gpu = fabric.gpu().ok_or(DmaError::NoGpu { addr: bus_address, len: data.len() })?;
-        fabric.upstream(gpu, host).write(bus_address, data)
+        fabric.gpu_dma_write(host, bus_address, data)
     }
 
     /// The GPU reads `len` bytes at a bus address.
     pub fn gpu_dma_read(&self, bus_address: u64, len: usize) -> Result<Vec<u8>, DmaError> {
         let mut inproc = lock(&self.shared);
         let InProc { fabric, host, .. } = &mut *inproc;
-        let gpu = fabric.gpu().ok_or(DmaError::NoGpu { addr: bus_address, len })?;
-        let mut out = vec![0; len];
-        fabric.upstream(gpu, host).read(bus_address, &mut out)?;
-        Ok(out)
+        fabric.gpu_dma_read(host, bus_address, len)
     }
 
     /// Counters since creation: upstream DMA, unsupported requests, dropped posted writes

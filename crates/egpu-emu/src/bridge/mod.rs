@@ -340,23 +340,13 @@ impl Emu {
     /// armed F2 read (§4.7).
     pub fn gpu_dma_write(&mut self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
         let (fabric, mut host) = self.split();
-        let Some(gpu) = fabric.gpu() else {
-            host.count(None);
-            return Err(DmaError::NoGpu { addr, len: data.len() });
-        };
-        fabric.upstream(gpu, &mut host).write(addr, data)
+        fabric.gpu_dma_write(&mut host, addr, data)
     }
 
     /// GPU-initiated read of a bridge memory.
     pub fn gpu_dma_read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, DmaError> {
         let (fabric, mut host) = self.split();
-        let Some(gpu) = fabric.gpu() else {
-            host.count(None);
-            return Err(DmaError::NoGpu { addr, len });
-        };
-        let mut out = vec![0; len];
-        fabric.upstream(gpu, &mut host).read(addr, &mut out)?;
-        Ok(out)
+        fabric.gpu_dma_read(&mut host, addr, len)
     }
 
     // ---------------------------------------------------------------- visibility (§4.6, §12.5)

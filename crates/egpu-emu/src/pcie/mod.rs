@@ -139,10 +139,6 @@ impl Fabric {
         self.gpu = Some(id);
     }
 
-    pub fn gpu(&self) -> Option<FnId> {
-        self.gpu
-    }
-
     fn header(&self, id: FnId) -> Option<&ConfigHeader> {
         self.nodes.get(id)?.model.as_ref().map(|m| m.header())
     }
@@ -350,6 +346,36 @@ impl Fabric {
     pub fn upstream<'a>(&'a self, id: FnId, host: &'a mut dyn HostSide) -> Upstream<'a> {
         let bus_master = self.header(id).is_some_and(|h| h.command_has(COMMAND_BUS_MASTER));
         Upstream { fabric: self, requester: id, bus_master, host }
+    }
+
+    /// The GPU writes `data` at bus address `addr` on its own (device-side stimulus).
+    pub fn gpu_dma_write(
+        &self,
+        host: &mut dyn HostSide,
+        addr: u64,
+        data: &[u8],
+    ) -> Result<(), DmaError> {
+        let Some(gpu) = self.gpu else {
+            host.count(None);
+            return Err(DmaError::NoGpu { addr, len: data.len() });
+        };
+        self.upstream(gpu, host).write(addr, data)
+    }
+
+    /// The GPU reads `len` bytes at bus address `addr` on its own (device-side stimulus).
+    pub fn gpu_dma_read(
+        &self,
+        host: &mut dyn HostSide,
+        addr: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, DmaError> {
+        let Some(gpu) = self.gpu else {
+            host.count(None);
+            return Err(DmaError::NoGpu { addr, len });
+        };
+        let mut out = vec![0; len];
+        self.upstream(gpu, host).read(addr, &mut out)?;
+        Ok(out)
     }
 
     // ------------------------------------------------------------ resets
