@@ -48,7 +48,8 @@ pub use fault::{CompletionStatus, Fault};
 pub use inproc::{EmulatedFabric, FabricConfig, InProcessLink};
 pub use stats::EmuStats;
 
-/// Addresses and sizes of the bridge's memory map (§1.2, §1.3), for tests and tools.
+/// Addresses and sizes of the bridge's memory map (§1.2, §1.3) and of the in-process link's
+/// host aperture, for tests and tools.
 pub mod map {
     pub use crate::bridge::usb::{EP_BULK_IN, EP_BULK_OUT};
     pub use crate::bridge::{

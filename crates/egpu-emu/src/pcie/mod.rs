@@ -14,8 +14,7 @@ pub(crate) mod header;
 use crate::devices::{DeviceModel, ResetKind};
 use crate::error::DmaError;
 use crate::sparse::SparseMem;
-use config_space::COMMAND_BUS_MASTER;
-use config_space::COMMAND_MEMORY;
+use config_space::{COMMAND_BUS_MASTER, COMMAND_MEMORY};
 use header::ConfigHeader;
 
 /// Index of a function in the fabric.
@@ -442,19 +441,11 @@ impl Upstream<'_> {
         Ok(())
     }
 
-    /// Host memory for a request; a rejection is counted here, a success by the caller once
-    /// the bytes moved.
+    /// Host memory for a request; a rejection is counted by `check`, a success by the
+    /// caller once the bytes moved.
     fn memory(&mut self, addr: u64, len: usize) -> Result<&mut [u8], DmaError> {
-        if let Err(e) = self.route(addr, len) {
-            self.host.count(None);
-            return Err(e);
-        }
-        let host = &mut *self.host;
-        if let Err(e) = host.memory(addr, len) {
-            host.count(None);
-            return Err(e);
-        }
-        host.memory(addr, len)
+        self.check(addr, len)?;
+        self.host.memory(addr, len)
     }
 
     /// Memory write of `data` at bus address `addr`.
