@@ -6,7 +6,7 @@ use thiserror::Error;
 /// request; the emulator reports it so a test can see which rule fired.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DmaError {
-    #[error("GPU DMA of {len} bytes at PCIe 0x{addr:X}: no GPU behind this emulated bridge (BridgeConfig::gpu is None)")]
+    #[error("GPU DMA of {len} bytes at PCIe 0x{addr:X}: no GPU in the emulated fabric (BridgeConfig::gpu or FabricConfig::gpu is GpuKind::None)")]
     NoGpu { addr: u64, len: usize },
 
     #[error("GPU DMA of {len} bytes at PCIe 0x{addr:X}: the PCIe link is down (LTSSM 0x{ltssm:02X}, not 0x78); power it on with F3")]
@@ -20,4 +20,7 @@ pub enum DmaError {
 
     #[error("GPU DMA of {len} bytes at PCIe 0x{addr:X}: no bridge memory decodes that range; the bridge decodes SRAM 0x200000-0x27FFFF, 0x800000-0x8001FF, 0x820000-0x820FFF and the CQ page 0x822000/0x828000 (4 KiB each)")]
     Unmapped { addr: u64, len: usize },
+
+    #[error("GPU DMA of {len} bytes at bus 0x{addr:X}: no GPU-visible host memory region holds that range; the in-process link's regions live in the host aperture 0x1_0000_0000 + 4 GiB and exist once allocated with PcieLink::dma_alloc")]
+    NoHostMemory { addr: u64, len: usize },
 }

@@ -1,29 +1,38 @@
-//! An in-process emulation of an ASMedia ASM2464PD USB3-to-PCIe bridge running the open
-//! "custom" firmware, with a PCIe fabric and a GPU behind it.
+//! An emulated PCIe fabric with GPUs in it, and two ways to reach it: an emulated ASMedia
+//! ASM2464PD USB3-to-PCIe bridge running the open "custom" firmware, and an in-process link.
 //!
 //! Written from `docs/reference/usb-bridge.md` (section numbers in comments, `[U]` where the
-//! document is silent and a plausible behaviour was chosen), never from the driver. The
-//! emulator implements [`egpu_usb::UsbTransport`], so every layer above it is tested at the
-//! USB-transfer level: vendor requests E4/E5/F0/F2/F3/C0 decoded from raw setup and data
-//! bytes, bulk endpoints 0x02/0x81, the F2 SRAM DMA engine with its CQ release, a bridge
-//! chain with bus numbers, windows and COMMAND gating, BAR sizing and Resizable BAR, and an
-//! emulator-only copy engine in the GPU's MMIO BAR ([`copy_engine`]).
+//! document is silent and a plausible behaviour was chosen), never from the driver.
+//!
+//! Structure:
+//! - `pcie`: the fabric — config routing by bus numbers through type-1 headers, memory routing
+//!   through windows and BARs with COMMAND gating, and the upstream rules (bus mastering, no
+//!   peer-to-peer) for requests devices initiate, which end in a front-end's host side.
+//! - `devices`: one model per PCI function (switch ports, the GPUs, HDMI audio), each owning
+//!   its configuration space and BARs, and card installers (Navi 31, GA102, an empty slot).
+//!   How a new card is added is written down there.
+//! - front-ends: `bridge` ([`EmulatedBridge`], an [`egpu_usb::UsbTransport`]: E4/E5/F0/F2/F3/C0
+//!   decoded from raw setup and data bytes, bulk endpoints 0x02/0x81, the F2 SRAM DMA engine
+//!   with its CQ release; the bridge's SRAM and queue pages are the fabric's host side) and
+//!   `inproc` ([`EmulatedFabric`] / [`InProcessLink`], an [`egpu_hal::PcieLink`] that hands
+//!   TLPs to the fabric directly, with emulated host RAM as GPU-visible memory).
+//!
+//! The GPUs carry an emulator-only copy engine in their MMIO BAR ([`copy_engine`]) that works
+//! the same through both front-ends.
 //!
 //! Time is virtual: nothing sleeps, and a wait on a transfer that can never complete returns
 //! `UsbError::Timeout` at once, carrying that transfer's timeout as if the time had passed.
 
+mod bridge;
 mod config;
-mod descriptors;
+mod devices;
 mod error;
 mod fault;
-mod firmware;
-mod gpu;
+mod inproc;
 mod pcie;
 mod sparse;
-mod state;
 mod stats;
 mod tlp;
-mod usb;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -33,32 +42,35 @@ use egpu_usb::{Completion, DeviceInfo, Tag, Transfer, UsbError, UsbTransport};
 pub use config::{
     BridgeConfig, GpuKind, COMMA_FIRMWARE_IDS, CUSTOM_FIRMWARE_IDS, STOCK_FIRMWARE_IDS,
 };
+pub use devices::gpu::copy_engine;
 pub use error::DmaError;
 pub use fault::{CompletionStatus, Fault};
-pub use gpu::copy_engine;
+pub use inproc::{EmulatedFabric, FabricConfig, InProcessLink};
 pub use stats::EmuStats;
 
-/// Addresses and sizes of the bridge's memory map (§1.2, §1.3), for tests and tools.
+/// Addresses and sizes of the bridge's memory map (§1.2, §1.3) and of the in-process link's
+/// host aperture, for tests and tools.
 pub mod map {
-    pub use crate::state::{
+    pub use crate::bridge::usb::{EP_BULK_IN, EP_BULK_OUT};
+    pub use crate::bridge::{
         ADMIN_PAGE_PCIE, ADMIN_PAGE_SIZE, CQ_PAGE_PCIE, CQ_PAGE_PCIE_ALIAS, LTSSM_L0,
         LTSSM_LINK_LOST, LTSSM_OFF, LTSSM_TRAINING, SRAM_PCIE_BASE, SRAM_SIZE, SRAM_SLOT_SIZE,
         SYS_PAGE_PCIE, XDATA_ADMIN_WINDOW, XDATA_CQ_WINDOW, XDATA_LTSSM, XDATA_SRAM_WINDOW,
         XDATA_STREAM_BUFFER, XDATA_SYS_WINDOW,
     };
-    pub use crate::usb::{EP_BULK_IN, EP_BULK_OUT};
+    pub use crate::inproc::{HOST_APERTURE_BASE, HOST_APERTURE_SIZE, HOST_GRANULE};
 }
 
 /// Vendor request numbers of the custom firmware (§3).
 pub mod requests {
-    pub use crate::firmware::{
+    pub use crate::bridge::firmware::{
         REQ_PCIE_POWER, REQ_POWER_MONITOR, REQ_SRAM_DMA, REQ_TLP, REQ_XDATA_READ, REQ_XDATA_WRITE,
     };
 }
 
-use state::Emu;
+use bridge::Emu;
 
-fn lock(shared: &Mutex<Emu>) -> MutexGuard<'_, Emu> {
+fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock is a bug in the emulator; the state is still the best
     // information there is, so keep going rather than poison every later call.
     shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -116,8 +128,8 @@ impl EmulatedBridge {
     /// Store into bridge SRAM directly (bytes past 512 KiB are dropped).
     pub fn set_sram(&self, offset: u32, data: &[u8]) {
         let mut emu = lock(&self.shared);
-        let start = (offset as usize).min(state::SRAM_SIZE);
-        let n = data.len().min(state::SRAM_SIZE - start);
+        let start = (offset as usize).min(bridge::SRAM_SIZE);
+        let n = data.len().min(bridge::SRAM_SIZE - start);
         emu.mem.sram[start..start + n].copy_from_slice(&data[..n]);
     }
 
@@ -125,17 +137,16 @@ impl EmulatedBridge {
     pub fn vram(&self, offset: u64, len: usize) -> Vec<u8> {
         let emu = lock(&self.shared);
         let mut out = vec![0; len];
-        if let Some(g) = emu.gpu.as_ref() {
-            g.vram.read(offset, &mut out);
+        if let Some(vram) = emu.fabric.gpu_memory() {
+            vram.read(offset, &mut out);
         }
         out
     }
 
     /// Store into GPU VRAM directly (dropped past `vram_size` or without a GPU).
     pub fn set_vram(&self, offset: u64, data: &[u8]) {
-        let mut emu = lock(&self.shared);
-        if let Some(g) = emu.gpu.as_mut() {
-            g.vram.write(offset, data);
+        if let Some(vram) = lock(&self.shared).fabric.gpu_memory_mut() {
+            vram.write(offset, data);
         }
     }
 
@@ -224,7 +235,7 @@ impl EmulatedBridge {
     /// Whether an armed F2 read has seen its CQ release (§4.7). `None` if no F2 read is armed.
     pub fn f2_read_released(&self) -> Option<bool> {
         match lock(&self.shared).fw.in_source {
-            firmware::InSource::F2Read { released, .. } => Some(released),
+            bridge::firmware::InSource::F2Read { released, .. } => Some(released),
             _ => None,
         }
     }

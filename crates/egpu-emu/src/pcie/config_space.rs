@@ -156,6 +156,7 @@ pub(crate) struct LinkInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PortType {
     Endpoint = 0x0,
+    RootPort = 0x4,
     UpstreamSwitchPort = 0x5,
     DownstreamSwitchPort = 0x6,
 }
@@ -238,11 +239,13 @@ impl ConfigBuilder {
         // DevCtl: everything but bit 15 (BCR/FLR, which reads 0).
         self.cs.set16(at + PCIE_DEVCTL, 0x2810);
         self.cs.writable(at + PCIE_DEVCTL, 2, 0x7FFF);
-        // LinkCap: speed 3:0, width 9:4; Data Link Layer Active reporting on downstream ports.
-        let dll = if port == PortType::DownstreamSwitchPort { 1 << 20 } else { 0 };
+        // LinkCap: speed 3:0, width 9:4; Data Link Layer Active reporting on downstream and
+        // root ports.
+        let downstream = matches!(port, PortType::DownstreamSwitchPort | PortType::RootPort);
+        let dll = if downstream { 1 << 20 } else { 0 };
         self.cs.set32(at + 0x0C, u32::from(max_speed) | (u32::from(max_width) << 4) | dll);
         self.cs.writable(at + 0x10, 2, 0x0FDB);
-        let active = if port == PortType::DownstreamSwitchPort { 1 << 13 } else { 0 };
+        let active = if downstream { 1 << 13 } else { 0 };
         self.cs.set16(at + 0x12, u16::from(cur_speed) | (u16::from(cur_width) << 4) | active);
         // DevCtl2 writable, LinkCap2 supported speeds vector (bits 7:1), LinkCtl2 target speed.
         self.cs.writable(at + 0x28, 2, 0x07FF);

@@ -1,80 +1,45 @@
-//! The PCIe fabric behind the bridge (§1.3, §5, §12.6): functions with real type-0/type-1
-//! configuration headers, bus-number routing of config TLPs, window/BAR routing of memory
-//! TLPs, and the upstream rules for GPU-initiated DMA. The topology is data (see
-//! [`topology`]).
+//! The emulated PCIe fabric (§1.3, §5, §12.6), shared by every front-end: device models
+//! ([`crate::devices`]) attached at (device, function) on buses, bus-number routing of config
+//! TLPs through type-1 headers, window and BAR routing of memory TLPs with COMMAND.MEM gating,
+//! and the upstream rules for requests a device initiates (bus mastering on it and on every
+//! bridge above it, no peer-to-peer) before they reach the front-end's host side
+//! ([`HostSide`]).
+//!
+//! The fabric knows nothing about USB: the ASM2464 front-end turns F0 requests into the calls
+//! below, the in-process link calls them directly.
 
 pub(crate) mod config_space;
-pub(crate) mod topology;
+pub(crate) mod header;
 
+use crate::devices::{DeviceModel, ResetKind};
+use crate::error::DmaError;
 use crate::sparse::SparseMem;
-use config_space::{
-    ConfigSpace, CAP_ID_PCIE, COMMAND_BUS_MASTER, COMMAND_MEMORY, DEVCAP_FLR, DEVCTL_BCR_FLR,
-    PCIE_DEVCAP, PCIE_DEVCTL,
-};
+use config_space::{COMMAND_BUS_MASTER, COMMAND_MEMORY};
+use header::ConfigHeader;
 
-/// Index of a function in [`Fabric::funcs`].
+/// Index of a function in the fabric.
 pub(crate) type FnId = usize;
-
-/// What backs a memory BAR of a function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BarRole {
-    /// GPU-local VRAM (sparse).
-    Vram,
-    /// Doorbell page(s), plain memory.
-    Doorbell,
-    /// Register aperture: plain memory plus the emulator's copy engine at 0xF_0000.
-    Mmio,
-    /// Plain memory owned by the function (e.g. HDMI audio registers).
-    Plain,
-}
-
-/// One of the six BAR registers of a type-0 header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BarSlot {
-    Unused,
-    /// I/O BAR: this model routes no I/O TLPs, so drivers must skip it (§5 "skip I/O BARs").
-    Io {
-        size: u32,
-    },
-    Mem {
-        size: u64,
-        is64: bool,
-        prefetchable: bool,
-        role: BarRole,
-    },
-    /// High dword of the 64-bit BAR in the slot below.
-    Upper,
-}
-
-/// A Resizable BAR capability entry (PCIe Base spec §7.8.6) controlling `bar`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Rebar {
-    pub cap: u16,
-    pub bar: usize,
-}
 
 /// A function attached at (device, function) on some bus.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Attach {
-    pub dev: u8,
-    pub func: u8,
-    pub id: FnId,
+struct Attach {
+    dev: u8,
+    func: u8,
+    id: FnId,
 }
 
-/// One PCI function.
-#[derive(Debug)]
-pub(crate) struct Function {
-    /// Human name for error messages (bus numbers are programmable, so not in the name).
-    pub label: String,
-    pub cfg: ConfigSpace,
-    /// Functions on the secondary bus, for type-1 (bridge) headers.
-    pub children: Option<Vec<Attach>>,
-    pub bars: [BarSlot; 6],
-    pub rebar: Option<Rebar>,
+/// One function: its model plus what the fabric keeps about where it sits.
+struct Node {
+    /// `None` only while the model runs a request it may answer with upstream DMA.
+    model: Option<Box<dyn DeviceModel>>,
+    /// For messages: the model's label, kept here so a running model can be named.
+    label: String,
+    /// Functions on the secondary bus (type-1 headers only).
+    children: Vec<Attach>,
+    /// The bridge above, `None` on the root bus.
+    parent: Option<FnId>,
     /// Config reads still to be answered with CRS (after reset / FLR).
-    pub crs_remaining: u32,
-    /// Backing of `BarRole::Plain` BARs, by BAR index.
-    pub plain: Vec<Option<SparseMem>>,
+    crs_remaining: u32,
 }
 
 /// Result of decoding a memory address downstream.
@@ -85,178 +50,52 @@ pub(crate) struct MemHit {
     pub offset: u64,
     /// Bytes from `offset` that stay inside the same BAR and every window on the path.
     pub span: u64,
-    pub role: BarRole,
 }
 
-impl Function {
-    pub fn is_bridge(&self) -> bool {
-        self.children.is_some()
-    }
-
-    fn command_has(&self, bit: u16) -> bool {
-        self.cfg.command() & bit != 0
-    }
-
-    /// Current size of memory BAR `i` (Resizable BAR control wins over the static size).
-    pub fn bar_size(&self, i: usize) -> u64 {
-        match self.bars.get(i) {
-            Some(BarSlot::Mem { size, .. }) => match self.rebar {
-                Some(r) if r.bar == i => {
-                    let index = (self.cfg.read32(r.cap + 8) >> 8) & 0x1F;
-                    1u64 << (20 + index)
-                }
-                _ => *size,
-            },
-            Some(BarSlot::Io { size }) => u64::from(*size),
-            _ => 0,
-        }
-    }
-
-    /// Bus address programmed into memory BAR `i`.
-    pub fn bar_base(&self, i: usize) -> u64 {
-        let reg = 0x10 + 4 * i as u16;
-        match self.bars.get(i) {
-            Some(BarSlot::Mem { is64, .. }) => {
-                let low = u64::from(self.cfg.read32(reg) & !0xF);
-                let high = if *is64 { u64::from(self.cfg.read32(reg + 4)) } else { 0 };
-                (high << 32) | low
-            }
-            _ => 0,
-        }
-    }
-
-    /// Re-apply the size masks to every BAR register: writing all-ones reads back the size
-    /// mask with the type bits (PCI Local Bus spec §6.2.5.1).
-    fn remask_bars(&mut self) {
-        for i in 0..6 {
-            let reg = 0x10 + 4 * i as u16;
-            match self.bars[i] {
-                BarSlot::Unused => self.cfg.set32(reg, 0),
-                BarSlot::Upper => {}
-                BarSlot::Io { size } => {
-                    let mask = !(size.max(4) - 1) & !0x3;
-                    let v = self.cfg.read32(reg);
-                    self.cfg.set32(reg, (v & mask) | 0x1);
-                }
-                BarSlot::Mem { is64, prefetchable, .. } => {
-                    let size = self.bar_size(i).max(16);
-                    let mask = !(size - 1);
-                    let ty =
-                        (if is64 { 0b100 } else { 0 }) | (if prefetchable { 0b1000 } else { 0 });
-                    let low = self.cfg.read32(reg);
-                    self.cfg.set32(reg, (low & (mask as u32) & !0xF) | ty);
-                    if is64 {
-                        let high = self.cfg.read32(reg + 4);
-                        self.cfg.set32(reg + 4, high & ((mask >> 32) as u32));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Software config write of one dword with byte enables. Returns true when the write
-    /// initiated a Function Level Reset, which the caller carries out.
-    pub fn config_write(&mut self, reg: u16, value: u32, byte_enables: u8) -> bool {
-        let reg = reg & 0xFFC;
-        let rebar_ctl = self.rebar.map(|r| r.cap + 8);
-        let old_rebar = rebar_ctl.map(|ctl| self.cfg.read32(ctl));
-        self.cfg.write_masked(reg, value, byte_enables);
-        if !self.is_bridge() && (0x10..=0x24).contains(&reg) {
-            self.remask_bars();
-        }
-        if let (Some(ctl), Some(old), Some(r)) = (rebar_ctl, old_rebar, self.rebar) {
-            if reg == ctl {
-                // Unsupported size encodings are ignored (the spec leaves them undefined) `[U]`.
-                let index = (self.cfg.read32(ctl) >> 8) & 0x1F;
-                let supported = self.cfg.read32(r.cap + 4);
-                if index + 4 >= 32 || supported & (1 << (index + 4)) == 0 {
-                    self.cfg.set32(ctl, old);
-                }
-                self.remask_bars();
-            }
-        }
-        if let Some(pcie) = self.cfg.find_cap(CAP_ID_PCIE) {
-            let flr_capable = self.cfg.read32(pcie + PCIE_DEVCAP) & DEVCAP_FLR != 0;
-            let hit = reg == pcie + PCIE_DEVCTL
-                && byte_enables & 0b10 != 0
-                && (value as u16) & DEVCTL_BCR_FLR != 0;
-            return hit && flr_capable;
-        }
-        false
-    }
-
-    /// Memory BAR decode: only with COMMAND.MEM set.
-    fn decode(&self, addr: u64) -> Option<(usize, u64, u64, BarRole)> {
-        if self.is_bridge() || !self.command_has(COMMAND_MEMORY) {
-            return None;
-        }
-        for (i, slot) in self.bars.iter().enumerate() {
-            if let BarSlot::Mem { role, .. } = slot {
-                let base = self.bar_base(i);
-                let end = base.saturating_add(self.bar_size(i));
-                if (base..end).contains(&addr) {
-                    return Some((i, addr - base, end, *role));
-                }
-            }
-        }
-        None
-    }
-
-    /// Memory window (non-prefetchable 0x20/0x22) as (base, limit inclusive).
-    pub fn mem_window(&self) -> Option<(u64, u64)> {
-        let base = u64::from(self.cfg.read16(0x20) & 0xFFF0) << 16;
-        let limit = (u64::from(self.cfg.read16(0x22) & 0xFFF0) << 16) | 0xF_FFFF;
-        (base <= limit).then_some((base, limit))
-    }
-
-    /// Prefetchable window (0x24/0x26 with upper 32 bits at 0x28/0x2C).
-    pub fn pref_window(&self) -> Option<(u64, u64)> {
-        let base = (u64::from(self.cfg.read16(0x24) & 0xFFF0) << 16)
-            | (u64::from(self.cfg.read32(0x28)) << 32);
-        let limit = (u64::from(self.cfg.read16(0x26) & 0xFFF0) << 16)
-            | 0xF_FFFF
-            | (u64::from(self.cfg.read32(0x2C)) << 32);
-        (base <= limit).then_some((base, limit))
-    }
-
-    /// End (exclusive, saturating) of the bridge window containing `addr`.
-    fn window_end(&self, addr: u64) -> Option<u64> {
-        [self.mem_window(), self.pref_window()]
-            .into_iter()
-            .flatten()
-            .find(|(b, l)| (*b..=*l).contains(&addr))
-            .map(|(_, l)| l.saturating_add(1))
-    }
-
-    /// Back to power-on state; `power_lost` also forgets plain BAR memory.
-    fn reset(&mut self, crs_reads: u32, power_lost: bool) {
-        self.cfg.reset();
-        self.crs_remaining = crs_reads;
-        if power_lost {
-            for m in self.plain.iter_mut().flatten() {
-                m.clear();
-            }
-        }
-    }
+/// How one piece of a memory range went: `Decoded(n)` bytes reached a BAR, `Undecoded(n)`
+/// bytes (a whole number of dwords) met no decoder up to the next routing edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Segment {
+    Decoded(usize),
+    Undecoded(usize),
 }
 
-/// Why upstream DMA from the GPU cannot leave the fabric.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum UpstreamBlock {
-    BusMasterOff(String),
-    PeerToPeer(String),
+/// Answer to a configuration read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConfigRead {
+    Data(u32),
+    /// Configuration Request Retry Status: the function is still initialising.
+    Retry,
+}
+
+/// Where upstream requests end: the front-end's host-side memory (the bridge's SRAM and
+/// queue pages; emulated host RAM for the in-process link).
+pub(crate) trait HostSide {
+    /// Err if the link cannot carry an upstream request now (e.g. LTSSM not L0).
+    fn link_check(&self, addr: u64, len: usize) -> Result<(), DmaError>;
+    /// The memory backing `addr..addr+len`, which must lie in one decoded range.
+    fn memory(&mut self, addr: u64, len: usize) -> Result<&mut [u8], DmaError>;
+    /// A device write has landed at `addr` (the bridge's CQ page releases an F2 read there).
+    fn landed(&mut self, addr: u64, len: usize) {
+        let _ = (addr, len);
+    }
+    /// Count one upstream request: `Some(bytes)` moved, `None` rejected.
+    fn count(&mut self, moved: Option<usize>);
 }
 
 /// All functions and how they hang together.
-#[derive(Debug)]
 pub(crate) struct Fabric {
-    pub funcs: Vec<Function>,
-    /// Functions on the link below the bridge's TLP engine (what Type 0 config reaches).
-    pub root: Vec<Attach>,
-    /// GPU function 0, if any.
-    pub gpu: Option<FnId>,
-    /// Bridges from the root down to the GPU.
-    pub gpu_path: Vec<FnId>,
+    nodes: Vec<Node>,
+    /// Functions on the root bus (what Type 0 config reaches).
+    root: Vec<Attach>,
+    /// The GPU (function 0 of the card), if a card with one is plugged.
+    gpu: Option<FnId>,
+}
+
+impl std::fmt::Debug for Fabric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.nodes.iter().map(|n| &n.label)).finish()
+    }
 }
 
 fn find(list: &[Attach], dev: u8, func: u8) -> Option<FnId> {
@@ -264,10 +103,69 @@ fn find(list: &[Attach], dev: u8, func: u8) -> Option<FnId> {
 }
 
 impl Fabric {
-    /// Config request routing. Type 0 is consumed by the function on the bridge's own link
-    /// whatever the bus field says (PCIe Base spec §2.2.7); Type 1 is claimed by the bridge
-    /// whose secondary..subordinate range holds the bus, converted to Type 0 at the secondary
-    /// bus. `None` = nobody claimed it → Unsupported Request.
+    /// An empty fabric; add functions with [`Fabric::attach`].
+    pub fn new() -> Self {
+        Self { nodes: Vec::new(), root: Vec::new(), gpu: None }
+    }
+
+    /// Attach `model` at `dev.func` on the secondary bus of `parent` (`None`: the root bus).
+    pub fn attach(
+        &mut self,
+        parent: Option<FnId>,
+        dev: u8,
+        func: u8,
+        model: Box<dyn DeviceModel>,
+    ) -> FnId {
+        let id = self.nodes.len();
+        let label = model.label().to_string();
+        self.nodes.push(Node {
+            model: Some(model),
+            label,
+            children: Vec::new(),
+            parent,
+            crs_remaining: 0,
+        });
+        let list = match parent {
+            Some(p) => &mut self.nodes[p].children,
+            None => &mut self.root,
+        };
+        list.push(Attach { dev, func, id });
+        id
+    }
+
+    /// Mark `id` as the GPU (what device-side stimulus like `gpu_dma_write` acts as).
+    pub fn set_gpu(&mut self, id: FnId) {
+        self.gpu = Some(id);
+    }
+
+    fn header(&self, id: FnId) -> Option<&ConfigHeader> {
+        self.nodes.get(id)?.model.as_ref().map(|m| m.header())
+    }
+
+    pub fn model(&self, id: FnId) -> Option<&dyn DeviceModel> {
+        self.nodes.get(id)?.model.as_deref()
+    }
+
+    pub fn model_mut(&mut self, id: FnId) -> Option<&mut (dyn DeviceModel + 'static)> {
+        self.nodes.get_mut(id)?.model.as_deref_mut()
+    }
+
+    /// The GPU's device-local memory (VRAM), if there is a GPU.
+    pub fn gpu_memory(&self) -> Option<&SparseMem> {
+        self.model(self.gpu?)?.local_memory()
+    }
+
+    pub fn gpu_memory_mut(&mut self) -> Option<&mut SparseMem> {
+        let gpu = self.gpu?;
+        self.model_mut(gpu)?.local_memory_mut()
+    }
+
+    // ------------------------------------------------------------ configuration requests
+
+    /// Config request routing. Type 0 is consumed by a function on the root bus whatever the
+    /// bus field says (PCIe Base spec §2.2.7); Type 1 is claimed by the bridge whose
+    /// secondary..subordinate range holds the bus, converted to Type 0 at the secondary bus.
+    /// `None` = nobody claimed it → Unsupported Request.
     pub fn route_config(&self, bus: u8, dev: u8, func: u8, type1: bool) -> Option<FnId> {
         if !type1 {
             return find(&self.root, dev, func);
@@ -277,14 +175,17 @@ impl Fabric {
 
     fn route_type1(&self, list: &[Attach], bus: u8, dev: u8, func: u8) -> Option<FnId> {
         for a in list {
-            let f = &self.funcs[a.id];
-            let Some(children) = &f.children else { continue };
-            let secondary = f.cfg.read8(0x19);
-            let subordinate = f.cfg.read8(0x1A);
+            let Some(h) = self.header(a.id) else { continue };
+            if !h.is_bridge() {
+                continue;
+            }
+            let secondary = h.cfg.read8(0x19);
+            let subordinate = h.cfg.read8(0x1A);
             // Secondary 0 means unprogrammed (reset value): the bridge claims nothing.
             if secondary == 0 || bus < secondary || bus > subordinate {
                 continue;
             }
+            let children = &self.nodes[a.id].children;
             if bus == secondary {
                 return find(children, dev, func);
             }
@@ -292,6 +193,33 @@ impl Fabric {
         }
         None
     }
+
+    /// Config read of the dword at `reg` of function `id`.
+    pub fn config_read(&mut self, id: FnId, reg: u16) -> ConfigRead {
+        let Some(node) = self.nodes.get_mut(id) else { return ConfigRead::Data(!0) };
+        if node.crs_remaining > 0 {
+            node.crs_remaining -= 1;
+            return ConfigRead::Retry;
+        }
+        match node.model.as_mut() {
+            Some(m) => ConfigRead::Data(m.config_read(reg & 0xFFC)),
+            None => ConfigRead::Data(!0),
+        }
+    }
+
+    /// Config write of one dword with byte enables; an FLR it initiates is carried out here
+    /// and answers the next `crs_after_flr` reads with CRS.
+    pub fn config_write(&mut self, id: FnId, reg: u16, value: u32, be: u8, crs_after_flr: u32) {
+        let flr = match self.model_mut(id) {
+            Some(m) => m.config_write(reg & 0xFFC, value, be),
+            None => false,
+        };
+        if flr {
+            self.reset_one(id, ResetKind::FunctionLevel, crs_after_flr);
+        }
+    }
+
+    // ------------------------------------------------------------ memory requests
 
     /// Downstream memory routing: through bridges whose window holds the address and whose
     /// COMMAND.MEM is set, then BAR decode on an endpoint with COMMAND.MEM set.
@@ -301,89 +229,257 @@ impl Fabric {
 
     fn claim(&self, list: &[Attach], addr: u64, limit: u64) -> Option<MemHit> {
         for a in list {
-            let f = &self.funcs[a.id];
-            if !f.command_has(COMMAND_MEMORY) {
+            let Some(h) = self.header(a.id) else { continue };
+            if !h.command_has(COMMAND_MEMORY) {
                 continue;
             }
-            match &f.children {
-                Some(children) => {
-                    if let Some(end) = f.window_end(addr) {
-                        // The bridge owns the address; if nothing below decodes it, it is UR.
-                        return self.claim(children, addr, limit.min(end));
-                    }
+            if h.is_bridge() {
+                if let Some(end) = h.window_end(addr) {
+                    // The bridge owns the address; if nothing below decodes it, it is UR.
+                    return self.claim(&self.nodes[a.id].children, addr, limit.min(end));
                 }
-                None => {
-                    if let Some((bar, offset, end, role)) = f.decode(addr) {
-                        let span = limit.min(end) - addr;
-                        return Some(MemHit { fid: a.id, bar, offset, span, role });
-                    }
-                }
+            } else if let Some((bar, offset, end)) = h.decode(addr) {
+                let span = limit.min(end) - addr;
+                return Some(MemHit { fid: a.id, bar, offset, span });
             }
         }
         None
     }
 
     /// The smallest address above `addr` where routing could change (a window or BAR edge):
-    /// lets an undecoded stream skip ahead instead of routing every dword.
+    /// lets an undecoded range be skipped instead of routed dword by dword.
     pub fn next_boundary(&self, addr: u64) -> u64 {
         let mut best = u64::MAX;
-        let mut consider = |edge: u64| {
-            if edge > addr && edge < best {
-                best = edge;
-            }
-        };
-        for f in &self.funcs {
-            if f.is_bridge() {
-                for (b, l) in [f.mem_window(), f.pref_window()].into_iter().flatten() {
-                    consider(b);
-                    consider(l.saturating_add(1));
+        for h in self.nodes.iter().filter_map(|n| n.model.as_ref().map(|m| m.header())) {
+            h.for_each_decode_edge(|edge| {
+                if edge > addr && edge < best {
+                    best = edge;
                 }
-            } else {
-                for (i, slot) in f.bars.iter().enumerate() {
-                    if matches!(slot, BarSlot::Mem { .. }) {
-                        let base = f.bar_base(i);
-                        consider(base);
-                        consider(base.saturating_add(f.bar_size(i)));
-                    }
-                }
-            }
+            });
         }
         best
     }
 
-    /// Upstream forwarding rules for a GPU-initiated request: bus mastering on the GPU and on
-    /// every bridge above it, and an address outside each bridge's windows (else the bridge
-    /// would route it back down, peer to peer).
-    pub fn upstream_check(&self, addr: u64) -> Result<(), UpstreamBlock> {
-        let Some(gpu) = self.gpu else { return Ok(()) };
-        let g = &self.funcs[gpu];
-        if !g.command_has(COMMAND_BUS_MASTER) {
-            return Err(UpstreamBlock::BusMasterOff(g.label.clone()));
+    /// Bytes from `addr` (dword aligned) that one decode covers, at most `len`.
+    fn segment(&self, addr: u64, len: usize) -> (Option<MemHit>, usize) {
+        match self.route_mem(addr) {
+            Some(hit) => {
+                let n = (len as u64).min(hit.span) as usize & !3;
+                (Some(hit), n.max(4).min(len))
+            }
+            None => {
+                let skip = (self.next_boundary(addr) - addr).max(4);
+                (None, (skip.div_ceil(4) * 4).min(len as u64) as usize)
+            }
         }
-        for &b in self.gpu_path.iter().rev() {
-            let f = &self.funcs[b];
-            if f.window_end(addr).is_some() {
-                return Err(UpstreamBlock::PeerToPeer(f.label.clone()));
+    }
+
+    /// Write the front of `data` (a whole number of dwords at a dword-aligned `addr`) as far
+    /// as one decode reaches. A device may answer the write with upstream DMA into `host`.
+    pub fn write_segment(&mut self, addr: u64, data: &[u8], host: &mut dyn HostSide) -> Segment {
+        match self.segment(addr, data.len()) {
+            (Some(hit), n) => {
+                self.write_hit(hit, &data[..n], host);
+                Segment::Decoded(n)
             }
-            if !f.command_has(COMMAND_BUS_MASTER) {
-                return Err(UpstreamBlock::BusMasterOff(f.label.clone()));
+            (None, n) => Segment::Undecoded(n),
+        }
+    }
+
+    /// Fill the front of `out` (a whole number of dwords at a dword-aligned `addr`) as far as
+    /// one decode reaches; undecoded bytes are left as they are.
+    pub fn read_segment(&mut self, addr: u64, out: &mut [u8]) -> Segment {
+        match self.segment(addr, out.len()) {
+            (Some(hit), n) => {
+                let valid = (hit.span as usize).min(n);
+                if let Some(m) = self.model_mut(hit.fid) {
+                    m.bar_read(hit.bar, hit.offset, &mut out[..valid]);
+                }
+                out[valid..n].fill(0);
+                Segment::Decoded(n)
             }
+            (None, n) => Segment::Undecoded(n),
+        }
+    }
+
+    /// One memory-write dword with byte enables (§4.1): only enabled bytes change, each run
+    /// of enabled bytes in one piece. Returns false when nothing decoded it.
+    pub fn write_dword(&mut self, addr: u64, word: u32, be: u8, host: &mut dyn HostSide) -> bool {
+        let bytes = word.to_le_bytes();
+        let mut decoded = false;
+        let mut k = 0usize;
+        while k < 4 {
+            if be & (1 << k) == 0 {
+                k += 1;
+                continue;
+            }
+            let mut end = k;
+            while end < 4 && be & (1 << end) != 0 {
+                end += 1;
+            }
+            if let Some(hit) = self.route_mem(addr + k as u64) {
+                let n = (end - k).min(hit.span as usize);
+                self.write_hit(hit, &bytes[k..k + n], host);
+                decoded = true;
+            }
+            k = end;
+        }
+        decoded
+    }
+
+    /// Hand a decoded write to its model, which may DMA upstream while handling it: the model
+    /// is taken out of its node for the call so the port can read the rest of the fabric.
+    fn write_hit(&mut self, hit: MemHit, data: &[u8], host: &mut dyn HostSide) {
+        let Some(mut model) = self.nodes.get_mut(hit.fid).and_then(|n| n.model.take()) else {
+            return;
+        };
+        let bus_master = model.header().command_has(COMMAND_BUS_MASTER);
+        let mut port = Upstream { fabric: self, requester: hit.fid, bus_master, host };
+        model.bar_write(hit.bar, hit.offset, data, &mut port);
+        self.nodes[hit.fid].model = Some(model);
+    }
+
+    // ------------------------------------------------------------ upstream requests
+
+    /// A port for requests function `id` initiates on its own (device-side stimulus).
+    pub fn upstream<'a>(&'a self, id: FnId, host: &'a mut dyn HostSide) -> Upstream<'a> {
+        let bus_master = self.header(id).is_some_and(|h| h.command_has(COMMAND_BUS_MASTER));
+        Upstream { fabric: self, requester: id, bus_master, host }
+    }
+
+    /// The GPU writes `data` at bus address `addr` on its own (device-side stimulus).
+    pub fn gpu_dma_write(
+        &self,
+        host: &mut dyn HostSide,
+        addr: u64,
+        data: &[u8],
+    ) -> Result<(), DmaError> {
+        let Some(gpu) = self.gpu else {
+            host.count(None);
+            return Err(DmaError::NoGpu { addr, len: data.len() });
+        };
+        self.upstream(gpu, host).write(addr, data)
+    }
+
+    /// The GPU reads `len` bytes at bus address `addr` on its own (device-side stimulus).
+    pub fn gpu_dma_read(
+        &self,
+        host: &mut dyn HostSide,
+        addr: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, DmaError> {
+        let Some(gpu) = self.gpu else {
+            host.count(None);
+            return Err(DmaError::NoGpu { addr, len });
+        };
+        let mut out = vec![0; len];
+        self.upstream(gpu, host).read(addr, &mut out)?;
+        Ok(out)
+    }
+
+    // ------------------------------------------------------------ resets
+
+    /// Fundamental reset (PERST#) of every function; `power_lost` also forgets device memory.
+    pub fn reset_all(&mut self, crs_reads: u32, power_lost: bool) {
+        let kind = if power_lost { ResetKind::PowerLoss } else { ResetKind::Fundamental };
+        for id in 0..self.nodes.len() {
+            self.reset_one(id, kind, crs_reads);
+        }
+    }
+
+    fn reset_one(&mut self, id: FnId, kind: ResetKind, crs_reads: u32) {
+        let Some(node) = self.nodes.get_mut(id) else { return };
+        node.crs_remaining = crs_reads;
+        if let Some(m) = node.model.as_mut() {
+            m.header_mut().cfg.reset();
+            m.reset(kind);
+        }
+    }
+}
+
+/// The path of requests a device initiates (memory reads and writes to bus addresses), as
+/// handed to [`DeviceModel::bar_write`]. Each request is checked like the fabric would: bus
+/// mastering on the requester and on every bridge above it, an address outside each bridge's
+/// windows (else the bridge would route it back down, peer to peer, which is not modelled),
+/// the link up, and a host-side range that decodes the whole request.
+pub(crate) struct Upstream<'a> {
+    fabric: &'a Fabric,
+    requester: FnId,
+    bus_master: bool,
+    host: &'a mut dyn HostSide,
+}
+
+impl Upstream<'_> {
+    /// Whether a request of `len` bytes at `addr` would be accepted (rejections are counted).
+    pub fn check(&mut self, addr: u64, len: usize) -> Result<(), DmaError> {
+        let result = self.route(addr, len).and_then(|()| self.host.memory(addr, len).map(|_| ()));
+        if result.is_err() {
+            self.host.count(None);
+        }
+        result
+    }
+
+    fn route(&self, addr: u64, len: usize) -> Result<(), DmaError> {
+        self.host.link_check(addr, len)?;
+        let nodes = &self.fabric.nodes;
+        if !self.bus_master {
+            let device = nodes[self.requester].label.clone();
+            return Err(DmaError::BusMasterDisabled { addr, len, device });
+        }
+        let mut at = nodes[self.requester].parent;
+        while let Some(b) = at {
+            let Some(h) = self.fabric.header(b) else { break };
+            let device = || nodes[b].label.clone();
+            if h.window_end(addr).is_some() {
+                return Err(DmaError::PeerToPeer { addr, len, device: device() });
+            }
+            if !h.command_has(COMMAND_BUS_MASTER) {
+                return Err(DmaError::BusMasterDisabled { addr, len, device: device() });
+            }
+            at = nodes[b].parent;
         }
         Ok(())
     }
 
-    /// Fundamental reset (PERST#) of every function.
-    pub fn reset_all(&mut self, crs_reads: u32, power_lost: bool) {
-        for f in &mut self.funcs {
-            f.reset(crs_reads, power_lost);
-        }
+    /// Host memory for a request; a rejection is counted by `check`, a success by the
+    /// caller once the bytes moved.
+    fn memory(&mut self, addr: u64, len: usize) -> Result<&mut [u8], DmaError> {
+        self.check(addr, len)?;
+        self.host.memory(addr, len)
     }
 
-    /// Function Level Reset of one function: config back to defaults, CRS for a while; memory
-    /// behind the BARs is kept (an FLR does not clear VRAM) `[U]`.
-    pub fn flr(&mut self, fid: FnId, crs_reads: u32) {
-        if let Some(f) = self.funcs.get_mut(fid) {
-            f.reset(crs_reads, false);
-        }
+    /// Memory write of `data` at bus address `addr`.
+    pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
+        self.write_with(addr, data.len(), |dst| dst.copy_from_slice(data))
+    }
+
+    /// Memory write of `len` bytes at `addr`, produced by `fill` straight into host memory.
+    pub fn write_with(
+        &mut self,
+        addr: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), DmaError> {
+        fill(self.memory(addr, len)?);
+        self.host.count(Some(len));
+        self.host.landed(addr, len);
+        Ok(())
+    }
+
+    /// Memory read of `out.len()` bytes at `addr`.
+    pub fn read(&mut self, addr: u64, out: &mut [u8]) -> Result<(), DmaError> {
+        self.read_with(addr, out.len(), |src| out.copy_from_slice(src))
+    }
+
+    /// Memory read of `len` bytes at `addr`, consumed by `take` straight from host memory.
+    pub fn read_with(
+        &mut self,
+        addr: u64,
+        len: usize,
+        take: impl FnOnce(&[u8]),
+    ) -> Result<(), DmaError> {
+        take(self.memory(addr, len)?);
+        self.host.count(Some(len));
+        Ok(())
     }
 }

@@ -1,19 +1,24 @@
-//! The emulator's whole state behind one lock, and the device-side operations every layer
-//! shares: XDATA and its windows, the bridge memories the GPU can reach, upstream DMA, the
-//! visibility queue, power and link.
+//! The ASM2464 front-end: the bridge's whole state behind one lock, and the device-side
+//! operations its layers share: XDATA and its windows, the bridge memories the GPU can reach
+//! (the fabric's host side), the visibility queue, power and link. The USB surface is in
+//! [`usb`], the custom firmware's requests, TLP engine and F2 engine in [`firmware`].
+
+pub(crate) mod descriptors;
+pub(crate) mod firmware;
+pub(crate) mod usb;
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
 use crate::config::BridgeConfig;
+use crate::devices::cards;
 use crate::error::DmaError;
 use crate::fault::FaultState;
-use crate::firmware::FirmwareState;
-use crate::gpu::{copy_engine, GpuModel};
-use crate::pcie::{topology, BarRole, Fabric, MemHit, UpstreamBlock};
+use crate::pcie::{Fabric, HostSide};
 use crate::stats::EmuStats;
-use crate::usb::UsbState;
+use firmware::FirmwareState;
+use usb::UsbState;
 
 /// §1.2: XDATA 0xB450 holds the LTSSM state; 0x78 = L0 (link up).
 pub const LTSSM_L0: u8 = 0x78;
@@ -73,6 +78,75 @@ pub(crate) fn decode_upstream(addr: u64, len: usize) -> Option<(Region, usize)> 
     regions.into_iter().find_map(|(base, size, region)| {
         (addr >= base && end <= base + size as u64).then(|| (region, (addr - base) as usize))
     })
+}
+
+/// What one XDATA byte is (§1.2).
+enum XPlace {
+    /// The read-only LTSSM register.
+    Ltssm,
+    /// Bank 1 (and the banks aliasing it) at this offset.
+    Phy(usize),
+    /// A window onto a bridge memory the GPU reaches too.
+    Window(Region, usize),
+    /// Plain bank-0 RAM.
+    Ram(usize),
+}
+
+fn xdata_place(bank: u8, addr: u16) -> XPlace {
+    if bank != 0 {
+        return XPlace::Phy(usize::from(addr));
+    }
+    let window = |base: u16, region| XPlace::Window(region, usize::from(addr - base));
+    match addr {
+        XDATA_LTSSM => XPlace::Ltssm,
+        0xF000..=0xFFFF => window(XDATA_SRAM_WINDOW, Region::Sram),
+        0xA000..=0xAFFF => window(XDATA_SYS_WINDOW, Region::SysPage),
+        0xB000..=0xB1FF => window(XDATA_ADMIN_WINDOW, Region::AdminPage),
+        a if (XDATA_CQ_WINDOW..XDATA_CQ_WINDOW + CQ_XDATA_SPAN).contains(&a) => {
+            window(XDATA_CQ_WINDOW, Region::CqPage)
+        }
+        _ => XPlace::Ram(usize::from(addr)),
+    }
+}
+
+/// The fabric's host side behind the bridge: its SRAM and queue pages (§1.3, §6).
+pub(crate) struct BridgeHost<'a> {
+    mem: &'a mut BridgeMemory,
+    fw: &'a mut FirmwareState,
+    link: &'a LinkState,
+    stats: &'a mut EmuStats,
+}
+
+impl HostSide for BridgeHost<'_> {
+    fn link_check(&self, addr: u64, len: usize) -> Result<(), DmaError> {
+        if self.link.up() {
+            Ok(())
+        } else {
+            Err(DmaError::LinkDown { addr, len, ltssm: self.link.ltssm() })
+        }
+    }
+
+    fn memory(&mut self, addr: u64, len: usize) -> Result<&mut [u8], DmaError> {
+        let (region, offset) =
+            decode_upstream(addr, len).ok_or(DmaError::Unmapped { addr, len })?;
+        Ok(&mut self.mem.region_mut(region)[offset..offset + len])
+    }
+
+    fn landed(&mut self, addr: u64, len: usize) {
+        if let Some((Region::CqPage, _)) = decode_upstream(addr, len) {
+            self.fw.cq_written();
+        }
+    }
+
+    fn count(&mut self, moved: Option<usize>) {
+        match moved {
+            Some(bytes) => {
+                self.stats.gpu_dma_requests += 1;
+                self.stats.gpu_dma_bytes += bytes as u64;
+            }
+            None => self.stats.gpu_dma_rejected += 1,
+        }
+    }
 }
 
 /// The bridge's own memories.
@@ -171,7 +245,6 @@ pub(crate) struct Emu {
     pub fw: FirmwareState,
     pub mem: BridgeMemory,
     pub fabric: Fabric,
-    pub gpu: Option<GpuModel>,
     pub link: LinkState,
     pub faults: FaultState,
     pub stats: EmuStats,
@@ -186,8 +259,7 @@ impl Emu {
             usb: UsbState::new(),
             fw: FirmwareState::default(),
             mem: BridgeMemory::new(),
-            fabric: topology::build(cfg.gpu),
-            gpu: GpuModel::new(cfg.gpu, cfg.vram_size),
+            fabric: Self::build_fabric(&cfg),
             link: LinkState::default(),
             faults: FaultState::default(),
             stats: EmuStats::default(),
@@ -201,22 +273,23 @@ impl Emu {
         emu
     }
 
+    /// The bridge's own switch with the configured card in its slot (§1.3).
+    fn build_fabric(cfg: &BridgeConfig) -> Fabric {
+        let mut fabric = Fabric::new();
+        let slot = cards::asm2464_switch(&mut fabric);
+        cards::install(&mut fabric, slot, cfg.gpu, cfg.vram_size);
+        fabric
+    }
+
     // ---------------------------------------------------------------- XDATA (§1.2)
 
     /// One byte of XDATA as the 8051 sees it, windows included. No side effects.
     pub fn xdata_read(&self, bank: u8, addr: u16) -> u8 {
-        if bank != 0 {
-            return self.mem.phy[usize::from(addr)];
-        }
-        match addr {
-            XDATA_LTSSM => self.link.ltssm(),
-            0xF000..=0xFFFF => self.mem.sram[usize::from(addr - XDATA_SRAM_WINDOW)],
-            0xA000..=0xAFFF => self.mem.sys_page[usize::from(addr - XDATA_SYS_WINDOW)],
-            0xB000..=0xB1FF => self.mem.admin_page[usize::from(addr - XDATA_ADMIN_WINDOW)],
-            a if (XDATA_CQ_WINDOW..XDATA_CQ_WINDOW + CQ_XDATA_SPAN).contains(&a) => {
-                self.mem.cq_page[usize::from(a - XDATA_CQ_WINDOW)]
-            }
-            _ => self.mem.xdata[usize::from(addr)],
+        match xdata_place(bank, addr) {
+            XPlace::Ltssm => self.link.ltssm(),
+            XPlace::Phy(at) => self.mem.phy[at],
+            XPlace::Window(region, at) => self.mem.region(region)[at],
+            XPlace::Ram(at) => self.mem.xdata[at],
         }
     }
 
@@ -224,19 +297,11 @@ impl Emu {
     /// Writes to the TLP engine registers (0xB210..) only store bytes: the legacy
     /// register-poke TLP path (§9.1) is not modelled.
     pub fn xdata_write(&mut self, bank: u8, addr: u16, value: u8) {
-        if bank != 0 {
-            self.mem.phy[usize::from(addr)] = value;
-            return;
-        }
-        match addr {
-            XDATA_LTSSM => {}
-            0xF000..=0xFFFF => self.mem.sram[usize::from(addr - XDATA_SRAM_WINDOW)] = value,
-            0xA000..=0xAFFF => self.mem.sys_page[usize::from(addr - XDATA_SYS_WINDOW)] = value,
-            0xB000..=0xB1FF => self.mem.admin_page[usize::from(addr - XDATA_ADMIN_WINDOW)] = value,
-            a if (XDATA_CQ_WINDOW..XDATA_CQ_WINDOW + CQ_XDATA_SPAN).contains(&a) => {
-                self.mem.cq_page[usize::from(a - XDATA_CQ_WINDOW)] = value
-            }
-            _ => self.mem.xdata[usize::from(addr)] = value,
+        match xdata_place(bank, addr) {
+            XPlace::Ltssm => {}
+            XPlace::Phy(at) => self.mem.phy[at] = value,
+            XPlace::Window(region, at) => self.mem.region_mut(region)[at] = value,
+            XPlace::Ram(at) => self.mem.xdata[at] = value,
         }
     }
 
@@ -256,200 +321,32 @@ impl Emu {
         self.link.powered = false;
         self.link.training_polls_left = 0;
         self.fabric.reset_all(0, true);
-        if let Some(gpu) = self.gpu.as_mut() {
-            gpu.clear();
-        }
     }
 
     // ---------------------------------------------------------------- upstream DMA (§6)
 
-    fn dma_check(&mut self, addr: u64, len: usize) -> Result<(Region, usize), DmaError> {
-        let result = if self.gpu.is_none() {
-            Err(DmaError::NoGpu { addr, len })
-        } else if !self.link.up() {
-            Err(DmaError::LinkDown { addr, len, ltssm: self.link.ltssm() })
-        } else {
-            match self.fabric.upstream_check(addr) {
-                Err(UpstreamBlock::BusMasterOff(device)) => {
-                    Err(DmaError::BusMasterDisabled { addr, len, device })
-                }
-                Err(UpstreamBlock::PeerToPeer(device)) => {
-                    Err(DmaError::PeerToPeer { addr, len, device })
-                }
-                Ok(()) => decode_upstream(addr, len).ok_or(DmaError::Unmapped { addr, len }),
-            }
+    /// The fabric and the bridge memories behind it as its host side, borrowed apart.
+    pub fn split(&mut self) -> (&mut Fabric, BridgeHost<'_>) {
+        let host = BridgeHost {
+            mem: &mut self.mem,
+            fw: &mut self.fw,
+            link: &self.link,
+            stats: &mut self.stats,
         };
-        if result.is_err() {
-            self.stats.gpu_dma_rejected += 1;
-        }
-        result
+        (&mut self.fabric, host)
     }
 
     /// GPU-initiated write into a bridge memory. A write landing in the CQ page releases an
     /// armed F2 read (§4.7).
     pub fn gpu_dma_write(&mut self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
-        let (region, offset) = self.dma_check(addr, data.len())?;
-        self.mem.region_mut(region)[offset..offset + data.len()].copy_from_slice(data);
-        self.stats.gpu_dma_requests += 1;
-        self.stats.gpu_dma_bytes += data.len() as u64;
-        if region == Region::CqPage {
-            self.fw.cq_written();
-        }
-        Ok(())
+        let (fabric, mut host) = self.split();
+        fabric.gpu_dma_write(&mut host, addr, data)
     }
 
     /// GPU-initiated read of a bridge memory.
     pub fn gpu_dma_read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, DmaError> {
-        let (region, offset) = self.dma_check(addr, len)?;
-        self.stats.gpu_dma_requests += 1;
-        self.stats.gpu_dma_bytes += len as u64;
-        Ok(self.mem.region(region)[offset..offset + len].to_vec())
-    }
-
-    // ---------------------------------------------------------------- BAR targets
-
-    /// Store bytes into whatever backs a decoded BAR range (`data` fits `hit.span`).
-    pub fn write_target(&mut self, hit: MemHit, data: &[u8]) {
-        match hit.role {
-            BarRole::Vram => {
-                if let Some(g) = self.gpu.as_mut() {
-                    g.vram.write(hit.offset, data);
-                }
-            }
-            BarRole::Doorbell => {
-                if let Some(g) = self.gpu.as_mut() {
-                    g.doorbell.write(hit.offset, data);
-                }
-            }
-            BarRole::Mmio => self.mmio_write(hit.offset, data),
-            BarRole::Plain => {
-                if let Some(Some(m)) = self.fabric.funcs[hit.fid].plain.get_mut(hit.bar) {
-                    m.write(hit.offset, data);
-                }
-            }
-        }
-    }
-
-    /// Fill `out` from whatever backs a decoded BAR range.
-    pub fn read_target(&self, hit: MemHit, out: &mut [u8]) {
-        let mem = match hit.role {
-            BarRole::Vram => self.gpu.as_ref().map(|g| &g.vram),
-            BarRole::Doorbell => self.gpu.as_ref().map(|g| &g.doorbell),
-            BarRole::Mmio => self.gpu.as_ref().map(|g| &g.mmio),
-            BarRole::Plain => {
-                self.fabric.funcs[hit.fid].plain.get(hit.bar).and_then(|m| m.as_ref())
-            }
-        };
-        match mem {
-            Some(m) => m.read(hit.offset, out),
-            None => out.fill(0),
-        }
-    }
-
-    /// MMIO BAR write: plain memory, except that completing a write to the copy engine's GO
-    /// or FENCE_GO register with the value 1 runs it. Writes are split at those registers so
-    /// a stream that programs the whole block runs the copy before the fence.
-    fn mmio_write(&mut self, offset: u64, data: &[u8]) {
-        let Some(gpu) = self.gpu.as_mut() else { return };
-        let go_end = copy_engine::BASE + copy_engine::GO + 4;
-        let fence_end = copy_engine::BASE + copy_engine::FENCE_GO + 4;
-        let end = offset.saturating_add(data.len() as u64);
-        if end <= copy_engine::BASE || offset >= copy_engine::BASE + copy_engine::SIZE {
-            gpu.mmio.write(offset, data);
-            return;
-        }
-        let mut at = offset;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let cut =
-                [go_end, fence_end].into_iter().find(|&c| c > at && c < at + rest.len() as u64);
-            let n = cut.map_or(rest.len(), |c| (c - at) as usize);
-            let (piece, tail) = rest.split_at(n);
-            if let Some(g) = self.gpu.as_mut() {
-                g.mmio.write(at, piece);
-            }
-            let piece_end = at + n as u64;
-            let touches = |reg: u64| {
-                let r = copy_engine::BASE + reg;
-                at < r + 4 && piece_end > r
-            };
-            if touches(copy_engine::GO) {
-                self.copy_engine_trigger(copy_engine::GO);
-            }
-            if touches(copy_engine::FENCE_GO) {
-                self.copy_engine_trigger(copy_engine::FENCE_GO);
-            }
-            at = piece_end;
-            rest = tail;
-        }
-    }
-
-    fn copy_engine_trigger(&mut self, reg: u64) {
-        let Some(gpu) = self.gpu.as_ref() else { return };
-        if gpu.ce_read32(reg) != 1 {
-            return;
-        }
-        let ok = if reg == copy_engine::GO { self.run_copy() } else { self.run_fence() };
-        if let Some(g) = self.gpu.as_mut() {
-            g.ce_write32(reg, 0);
-            let status = if ok { copy_engine::STATUS_OK } else { copy_engine::STATUS_ERROR };
-            g.ce_write32(copy_engine::STATUS, status);
-        }
-    }
-
-    /// The copy itself: validated in full first, then moved in bounded chunks.
-    fn run_copy(&mut self) -> bool {
-        let Some(gpu) = self.gpu.as_ref() else { return false };
-        let src = gpu.ce_read64(copy_engine::SRC);
-        let dst = gpu.ce_read64(copy_engine::DST);
-        let len = gpu.ce_read32(copy_engine::LENGTH) as usize;
-        let flags = gpu.ce_read32(copy_engine::FLAGS);
-        let vram_size = gpu.vram.size();
-        let src_pcie = flags & copy_engine::FLAG_SRC_PCIE != 0;
-        let dst_pcie = flags & copy_engine::FLAG_DST_PCIE != 0;
-        let vram_ok = |off: u64| off.checked_add(len as u64).is_some_and(|e| e <= vram_size);
-        if (!src_pcie && !vram_ok(src)) || (!dst_pcie && !vram_ok(dst)) {
-            return false;
-        }
-        if src_pcie && self.dma_check(src, len).is_err() {
-            return false;
-        }
-        if dst_pcie && self.dma_check(dst, len).is_err() {
-            return false;
-        }
-        const CHUNK: usize = 1 << 20;
-        let mut buf = vec![0u8; len.min(CHUNK)];
-        let mut done = 0usize;
-        while done < len {
-            let n = (len - done).min(CHUNK);
-            let chunk = &mut buf[..n];
-            let s = src + done as u64;
-            let d = dst + done as u64;
-            if src_pcie {
-                match self.gpu_dma_read(s, n) {
-                    Ok(v) => chunk.copy_from_slice(&v),
-                    Err(_) => return false,
-                }
-            } else if let Some(g) = self.gpu.as_ref() {
-                g.vram.read(s, chunk);
-            }
-            if dst_pcie {
-                if self.gpu_dma_write(d, chunk).is_err() {
-                    return false;
-                }
-            } else if let Some(g) = self.gpu.as_mut() {
-                g.vram.write(d, chunk);
-            }
-            done += n;
-        }
-        true
-    }
-
-    fn run_fence(&mut self) -> bool {
-        let Some(gpu) = self.gpu.as_ref() else { return false };
-        let addr = gpu.ce_read64(copy_engine::FENCE_ADDR);
-        let value = gpu.ce_read32(copy_engine::FENCE_VALUE);
-        self.gpu_dma_write(addr, &value.to_le_bytes()).is_ok()
+        let (fabric, mut host) = self.split();
+        fabric.gpu_dma_read(&mut host, addr, len)
     }
 
     // ---------------------------------------------------------------- visibility (§4.6, §12.5)
@@ -475,7 +372,7 @@ impl Emu {
                 self.mem.sram[start..offset + to].copy_from_slice(&data[from..to]);
             }
             VisTarget::Stream { addr, fmt, byte_enables } => {
-                let at = crate::firmware::advance(addr, fmt, from as u64);
+                let at = firmware::advance(addr, fmt, from as u64);
                 self.emit_stream_write(at, fmt, byte_enables, &data[from..to]);
             }
         }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::state::{Emu, VisTarget, SRAM_SIZE, SRAM_SLOT_SIZE, XDATA_LTSSM, XDATA_STREAM_BUFFER};
+use super::{Emu, VisTarget, SRAM_SIZE, SRAM_SLOT_SIZE, XDATA_LTSSM, XDATA_STREAM_BUFFER};
+use crate::pcie::{ConfigRead, Segment};
 use crate::tlp::{byte_count_1dw, classify, is_4dw, TlpKind, CPL_CRS, CPL_SUCCESS, CPL_UR};
 
 /// §3 request numbers.
@@ -144,6 +145,12 @@ impl FirmwareState {
         }
         cancelled
     }
+}
+
+/// Bytes of a stream from `at` (at most `len`) before a 3DW address would wrap at 4 GiB.
+fn unwrapped(at: u64, fmt: u8, len: usize) -> usize {
+    let room = if is_4dw(fmt) { u64::MAX - at } else { (1u64 << 32) - at };
+    (len as u64).min(room.max(4)) as usize
 }
 
 /// Address of the TLP `bytes` after `addr` in a stream: 4DW streams auto-increment the
@@ -440,34 +447,30 @@ impl Emu {
                 let Some(fid) = self.route_config_addr(addr, type1) else {
                     return self.completion(CPL_UR, None, byte_enables);
                 };
-                let f = &mut self.fabric.funcs[fid];
-                if f.crs_remaining > 0 {
-                    f.crs_remaining -= 1;
-                    return self.completion(CPL_CRS, None, byte_enables);
+                match self.fabric.config_read(fid, (addr & 0xFFC) as u16) {
+                    ConfigRead::Retry => self.completion(CPL_CRS, None, byte_enables),
+                    ConfigRead::Data(data) => self.completion(CPL_SUCCESS, Some(data), 0xF),
                 }
-                let data = f.cfg.read32((addr & 0xFFC) as u16);
-                self.completion(CPL_SUCCESS, Some(data), 0xF)
             }
             TlpKind::ConfigWrite { type1 } => {
                 let Some(fid) = self.route_config_addr(addr, type1) else {
                     return self.completion(CPL_UR, None, byte_enables);
                 };
                 let reg = (addr & 0xFFC) as u16;
-                if self.fabric.funcs[fid].config_write(reg, word, byte_enables) {
-                    self.fabric.flr(fid, self.cfg.crs_reads_after_reset);
-                }
+                let crs = self.cfg.crs_reads_after_reset;
+                self.fabric.config_write(fid, reg, word, byte_enables, crs);
                 self.completion(CPL_SUCCESS, None, 0xF)
             }
-            TlpKind::MemRead => match self.fabric.route_mem(addr) {
-                Some(hit) => {
-                    let mut b = [0u8; 4];
-                    let n = (hit.span as usize).min(4);
-                    self.read_target(hit, &mut b[..n]);
+            TlpKind::MemRead => {
+                let mut b = [0u8; 4];
+                match self.fabric.read_segment(addr, &mut b) {
                     // §4.1: reads return the whole dword; the driver shifts.
-                    self.completion(CPL_SUCCESS, Some(u32::from_le_bytes(b)), byte_enables)
+                    Segment::Decoded(_) => {
+                        self.completion(CPL_SUCCESS, Some(u32::from_le_bytes(b)), byte_enables)
+                    }
+                    Segment::Undecoded(_) => self.completion(CPL_UR, None, byte_enables),
                 }
-                None => self.completion(CPL_UR, None, byte_enables),
-            },
+            }
             _ => self.completion(CPL_UR, None, byte_enables),
         }
     }
@@ -494,34 +497,15 @@ impl Emu {
     /// One MWr dword with byte enables (§4.1): only enabled bytes change. Returns false when
     /// nothing decoded it.
     fn mem_write_dword(&mut self, addr: u64, word: u32, byte_enables: u8) -> bool {
-        let bytes = word.to_le_bytes();
-        let mut decoded = false;
-        let mut k = 0usize;
-        while k < 4 {
-            if byte_enables & (1 << k) == 0 {
-                k += 1;
-                continue;
-            }
-            // A run of enabled bytes goes in one piece.
-            let mut end = k;
-            while end < 4 && byte_enables & (1 << end) != 0 {
-                end += 1;
-            }
-            if let Some(hit) = self.fabric.route_mem(addr + k as u64) {
-                let n = (end - k).min(hit.span as usize);
-                self.write_target(hit, &bytes[k..k + n]);
-                decoded = true;
-            }
-            k = end;
-        }
-        decoded
+        let (fabric, mut host) = self.split();
+        fabric.write_dword(addr, word, byte_enables, &mut host)
     }
 
     // ------------------------------------------------------------ streams (§4.4, §4.5)
 
-    /// Mode-1 data reaching PCIe: one MWr per dword (§4.4), routed once per contiguous range.
-    pub(crate) fn emit_stream_write(&mut self, addr: u64, fmt: u8, byte_enables: u8, data: &[u8]) {
-        let dwords = (data.len() / 4) as u64;
+    /// Count the `dwords` TLPs of a stream from `addr` (§4.1: one per dword) and those of them
+    /// with an illegal 4DW header below 4 GiB; returns the latter.
+    fn count_stream_tlps(&mut self, addr: u64, fmt: u8, dwords: u64) -> u64 {
         self.stats.tlps += dwords;
         let below = if is_4dw(fmt) && addr >> 32 == 0 {
             dwords.min(((1u64 << 32) - addr).div_ceil(4))
@@ -529,6 +513,13 @@ impl Emu {
             0
         };
         self.stats.tlps_4dw_below_4gib += below;
+        below
+    }
+
+    /// Mode-1 data reaching PCIe: one MWr per dword (§4.4), routed once per decoded range.
+    pub(crate) fn emit_stream_write(&mut self, addr: u64, fmt: u8, byte_enables: u8, data: &[u8]) {
+        let dwords = (data.len() / 4) as u64;
+        let below = self.count_stream_tlps(addr, fmt, dwords);
         if !self.link.up() || classify(fmt) != TlpKind::MemWrite {
             self.stats.posted_writes_dropped += dwords;
             return;
@@ -542,24 +533,17 @@ impl Emu {
         while off < len {
             let at = advance(addr, fmt, off as u64);
             if byte_enables & 0xF != 0xF {
-                let w = le32(&data[off..off + 4]);
-                if !self.mem_write_dword(at, w, byte_enables) {
+                if !self.mem_write_dword(at, le32(&data[off..off + 4]), byte_enables) {
                     self.stats.posted_writes_dropped += 1;
                 }
                 off += 4;
                 continue;
             }
-            let wrap_room = if is_4dw(fmt) { u64::MAX - at } else { (1u64 << 32) - at };
-            match self.fabric.route_mem(at) {
-                Some(hit) => {
-                    let n = ((len - off) as u64).min(hit.span).min(wrap_room).max(4) as usize;
-                    let n = n.min(len - off);
-                    self.write_target(hit, &data[off..off + n]);
-                    off += n;
-                }
-                None => {
-                    let skip = (self.fabric.next_boundary(at) - at).min(wrap_room).max(4);
-                    let n = (skip.div_ceil(4) * 4).min((len - off) as u64) as usize;
+            let end = off + unwrapped(at, fmt, len - off);
+            let (fabric, mut host) = self.split();
+            match fabric.write_segment(at, &data[off..end], &mut host) {
+                Segment::Decoded(n) => off += n,
+                Segment::Undecoded(n) => {
                     self.stats.posted_writes_dropped += (n / 4) as u64;
                     off += n;
                 }
@@ -570,12 +554,7 @@ impl Emu {
     /// Mode-2 reads into `out` (a whole number of dwords), one MRd per dword (§4.5).
     /// Failures are silent: the engine's stale data register fills in (§4.5).
     fn stream_read_into(&mut self, addr: u64, fmt: u8, out: &mut [u8]) {
-        let dwords = out.len() / 4;
-        self.stats.tlps += dwords as u64;
-        if is_4dw(fmt) && addr >> 32 == 0 {
-            self.stats.tlps_4dw_below_4gib +=
-                (dwords as u64).min(((1u64 << 32) - addr).div_ceil(4));
-        }
+        self.count_stream_tlps(addr, fmt, (out.len() / 4) as u64);
         let mut off = 0usize;
         while off < out.len() {
             let at = advance(addr, fmt, off as u64);
@@ -592,59 +571,47 @@ impl Emu {
                 off += 4;
                 continue;
             }
-            if self.faults.per_dword_read_faults() {
-                let value = match self.faults.take_completion() {
-                    Some(status) => {
-                        if status.bits() == CPL_UR {
-                            self.stats.unsupported_requests += 1;
-                        }
-                        self.fw.engine_data
+            // Per-dword faults act dword by dword; otherwise a whole decoded range at once.
+            let per_dword = self.faults.per_dword_read_faults();
+            let end = if per_dword { off + 4 } else { off + unwrapped(at, fmt, out.len() - off) };
+            let forced = if per_dword { self.faults.take_completion() } else { None };
+            let segment = match forced {
+                Some(status) => {
+                    if status.bits() == CPL_UR {
+                        self.stats.unsupported_requests += 1;
                     }
-                    None => match self.fabric.route_mem(at) {
-                        Some(hit) => {
-                            let mut b = [0u8; 4];
-                            self.read_target(hit, &mut b[..(hit.span as usize).min(4)]);
-                            self.fw.engine_data = u32::from_le_bytes(b);
-                            self.fw.engine_data
-                        }
-                        None => {
-                            self.stats.unsupported_requests += 1;
-                            self.fw.engine_data
-                        }
-                    },
-                };
-                let value = if self.faults.garbage_reads > 0 {
-                    self.faults.garbage_reads -= 1;
-                    !value
-                } else {
-                    value
-                };
-                out[off..off + 4].copy_from_slice(&value.to_le_bytes());
-                off += 4;
-                continue;
-            }
-            let wrap_room = if is_4dw(fmt) { u64::MAX - at } else { (1u64 << 32) - at };
-            let left = (out.len() - off) as u64;
-            match self.fabric.route_mem(at) {
-                Some(hit) => {
-                    let n = left.min(hit.span).min(wrap_room).max(4).min(left) as usize;
-                    let n = n & !3;
-                    let n = if n == 0 { 4 } else { n };
-                    self.read_target(hit, &mut out[off..off + n]);
-                    self.fw.engine_data = le32(&out[off + n - 4..off + n]);
-                    off += n;
+                    Segment::Undecoded(0)
                 }
-                None => {
-                    let skip = (self.fabric.next_boundary(at) - at).min(wrap_room).max(4);
-                    let n = (skip.div_ceil(4) * 4).min(left) as usize;
-                    self.stats.unsupported_requests += (n / 4) as u64;
+                None => self.fabric.read_segment(at, &mut out[off..end]),
+            };
+            let n = match segment {
+                Segment::Decoded(n) => {
+                    self.fw.engine_data = le32(&out[off + n - 4..off + n]);
+                    n
+                }
+                Segment::Undecoded(n) => {
+                    if forced.is_none() {
+                        self.stats.unsupported_requests += (n / 4) as u64;
+                    }
                     let stale = self.fw.engine_data.to_le_bytes();
+                    let n = n.max(4);
                     for d in out[off..off + n].chunks_exact_mut(4) {
                         d.copy_from_slice(&stale);
                     }
-                    off += n;
+                    n
+                }
+            };
+            if self.faults.garbage_reads > 0 {
+                for d in out[off..off + n].chunks_exact_mut(4) {
+                    if self.faults.garbage_reads == 0 {
+                        break;
+                    }
+                    self.faults.garbage_reads -= 1;
+                    let v = !le32(d);
+                    d.copy_from_slice(&v.to_le_bytes());
                 }
             }
+            off += n;
         }
     }
 

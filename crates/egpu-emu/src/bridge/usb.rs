@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use egpu_usb::{Completion, ControlSetup, InFlight, Tag, Transfer, UsbError};
 
-use crate::descriptors;
+use super::descriptors;
+use super::firmware::{BulkInError, ControlOutcome};
+use super::Emu;
 use crate::fault::EndpointFate;
-use crate::firmware::{BulkInError, ControlOutcome};
-use crate::state::Emu;
 
 /// The interface's bulk endpoints (§1.1 alt 0).
 pub const EP_BULK_IN: u8 = 0x81;
