@@ -19,7 +19,9 @@ pub use egpu_link::asm2464::wire::{PCIE_CQ_PAGE, PCIE_SRAM_BASE, SRAM_SLOT_SIZE}
 pub use egpu_link::pcie::fabric::{format_size, Bar, BarKind, Function, Topology};
 pub use egpu_link::LinkStats;
 
-use crate::{DeviceName, EmulatedCard, Error};
+#[cfg(feature = "emu")]
+use crate::EmulatedCard;
+use crate::{DeviceName, Error};
 
 /// What the USB side of a bridge says about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
