@@ -7,6 +7,7 @@ use crate::regs::discovery as d;
 
 /// Why a discovery table was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DiscoveryError {
     /// A structure extends past the end of the buffer.
     #[error("discovery: {what} at byte {offset:#x} needs {need} bytes but the table has {len}; read the full {table_size}-byte region", table_size = d::DISCOVERY_TMR_SIZE)]

@@ -19,6 +19,7 @@ pub const INSTALL_HINT: &str =
 
 /// Why a firmware file was rejected. Every variant names the file and the header field.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FirmwareError {
     /// The file could not be read.
     #[error("firmware {file}: cannot read: {source}; {INSTALL_HINT}")]
@@ -713,6 +714,7 @@ impl FirmwareReport {
 
 /// Errors of the check command itself (not of individual files, which are reported).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CheckError {
     /// `--chip` named nothing known.
     #[error("firmware check: unknown chip `{0}`; use one of Navi31, Navi32, Navi33, Navi44, Navi48, a gfx target, or all")]
