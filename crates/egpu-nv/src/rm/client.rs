@@ -101,7 +101,9 @@ unsafe fn nv_ioctl<T: IntoBytes + FromBytes>(
     // encoded in the request; the driver reads and writes at most that many bytes through the
     // pointer and any bytes it writes are a valid `T`. Addresses inside it: the caller's
     // contract.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::c_ulong, std::ptr::from_mut::<T>(params)) };
+    let rc = unsafe {
+        libc::ioctl(fd.as_raw_fd(), request as libc::c_ulong, std::ptr::from_mut::<T>(params))
+    };
     if rc < 0 {
         return Err(RmError::Ioctl { call: call(), source: std::io::Error::last_os_error() });
     }
@@ -144,7 +146,9 @@ fn uvm_ioctl<P: UvmParams>(
     // SAFETY: `params` is a live, exclusively borrowed struct without padding, of the size UVM
     // copies in and out for `P::CMD` on this driver (checked above), holding no address UVM
     // follows (the `UvmParams` contract); any bytes UVM writes are a valid `P`.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), P::CMD as libc::c_ulong, std::ptr::from_mut::<P>(params)) };
+    let rc = unsafe {
+        libc::ioctl(fd.as_raw_fd(), P::CMD as libc::c_ulong, std::ptr::from_mut::<P>(params))
+    };
     if rc < 0 {
         return Err(RmError::Ioctl {
             call: P::NAME.to_string(),
@@ -384,7 +388,13 @@ impl RmClient {
         // bytes long (checked above); RM copies `size` bytes in and out for `P::CMD` and
         // follows no address in them (`RmControlParams` contract).
         unsafe {
-            self.control_sized(object, P::CMD, std::ptr::from_mut::<P>(params).cast(), size as u32, P::NAME)
+            self.control_sized(
+                object,
+                P::CMD,
+                std::ptr::from_mut::<P>(params).cast(),
+                size as u32,
+                P::NAME,
+            )
         }
     }
 
