@@ -122,7 +122,7 @@ pub struct BridgeCandidate {
     pub serial: Option<String>,
     /// Negotiated link speed, where the OS reports it.
     pub speed: Option<UsbSpeed>,
-    /// Which bridge firmware the IDs say is running (custom, stock, DFU bootstub or unknown).
+    /// Which bridge firmware the IDs and product string say is running.
     pub firmware: FirmwareKind,
 }
 

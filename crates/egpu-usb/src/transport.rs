@@ -39,7 +39,7 @@ pub const REQUEST_TYPE_VENDOR_IN: u8 = 0xC0;
 pub struct ControlSetup {
     /// `bmRequestType`: direction, type and recipient (USB 2.0 §9.3.1).
     pub request_type: u8,
-    /// `bRequest`: the request code (vendor-defined for the bridge, usb-bridge.md).
+    /// `bRequest`: the request code (the bridge's vendor codes: usb-bridge.md §3).
     pub request: u8,
     /// `wValue`: request-specific.
     pub value: u16,

@@ -125,13 +125,13 @@ fn stream_write_timeout(queued: usize) -> Duration {
 /// USB traffic the protocol layer generated, for `egpu bench link`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkStats {
-    /// Control OUT transfers submitted (F0/F1/F2 requests, register writes).
+    /// Control OUT transfers submitted (F0 TLP, F2 SRAM, F3 power, E5 XDATA writes: §3).
     pub control_out: u64,
-    /// Control IN transfers submitted (F0 replies, register reads).
+    /// Control IN transfers submitted (F0 completion replies, E4 XDATA reads: §3).
     pub control_in: u64,
-    /// Bulk OUT transfers submitted (streaming writes, SRAM DMA writes).
+    /// Bulk OUT transfers submitted (streaming writes §4.4, SRAM writes §4.6).
     pub bulk_out: u64,
-    /// Bulk IN transfers submitted (streaming reads, SRAM DMA reads).
+    /// Bulk IN transfers submitted (streaming reads §4.5, SRAM reads §4.7).
     pub bulk_in: u64,
     /// Bytes host → device, SETUP packets included.
     pub bytes_out: u64,

@@ -140,7 +140,7 @@ pub fn byte_enable(address: u64, size: u8) -> Option<u8> {
 /// One F0 OUT request: SETUP fields plus the 12-byte data stage (§3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct F0Request {
-    /// TLP format and type: memory/config, read/write, 32/64-bit address (§4.2).
+    /// TLP format and type: memory/config, read/write, 32/64-bit address (§4.1).
     pub fmt: FmtType,
     /// First-dword byte enables (0x0F for streaming).
     pub byte_enable: u8,
