@@ -7,19 +7,50 @@ use crate::regs::discovery as d;
 
 /// Why a discovery table was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DiscoveryError {
     /// A structure extends past the end of the buffer.
     #[error("discovery: {what} at byte {offset:#x} needs {need} bytes but the table has {len}; read the full {table_size}-byte region", table_size = d::DISCOVERY_TMR_SIZE)]
-    Truncated { what: &'static str, offset: usize, need: usize, len: usize },
+    Truncated {
+        /// Which structure (table header, IP die, IP entry, ...).
+        what: &'static str,
+        /// Byte offset of the structure in the table.
+        offset: usize,
+        /// Bytes the structure needs from `offset`.
+        need: usize,
+        /// Bytes in the buffer given.
+        len: usize,
+    },
     /// A signature did not match.
     #[error("discovery: {what} signature is {found:#010x}, expected {expected:#010x} (is VRAM readable and the IFWI done? check MP0 C2PMSG_33 bit 31)")]
-    BadSignature { what: &'static str, found: u32, expected: u32 },
+    BadSignature {
+        /// Which structure (table header, IP die, IP entry, ...).
+        what: &'static str,
+        /// The signature read.
+        found: u32,
+        /// The signature the format defines (`regs::discovery`).
+        expected: u32,
+    },
     /// A byte-sum checksum did not match.
     #[error("discovery: {what} checksum is {computed:#06x}, header says {expected:#06x}")]
-    BadChecksum { what: &'static str, computed: u16, expected: u16 },
+    BadChecksum {
+        /// Which structure (table header, IP die, IP entry, ...).
+        what: &'static str,
+        /// The byte sum computed over the structure.
+        computed: u16,
+        /// The checksum stored in the header.
+        expected: u16,
+    },
     /// A count or version is outside what the format allows.
     #[error("discovery: {what} is {found}, expected {expected}")]
-    Invalid { what: &'static str, found: u64, expected: &'static str },
+    Invalid {
+        /// Which count or version field.
+        what: &'static str,
+        /// The value read.
+        found: u64,
+        /// What the format allows, in words.
+        expected: &'static str,
+    },
 }
 
 /// One IP block instance found in the table.

@@ -19,19 +19,56 @@ pub const INSTALL_HINT: &str =
 
 /// Why a firmware file was rejected. Every variant names the file and the header field.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FirmwareError {
     /// The file could not be read.
     #[error("firmware {file}: cannot read: {source}; {INSTALL_HINT}")]
-    Io { file: String, source: std::io::Error },
+    Io {
+        /// The firmware file, as given (path or name).
+        file: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The file ends before a header field.
     #[error("firmware {file}: truncated: field {field} at byte {offset:#x} needs {need} bytes, file has {len}")]
-    Truncated { file: String, field: &'static str, offset: usize, need: usize, len: usize },
+    Truncated {
+        /// The firmware file, as given (path or name).
+        file: String,
+        /// The header field, as named in `regs::ucode`.
+        field: &'static str,
+        /// Byte offset of the field in the file.
+        offset: usize,
+        /// Bytes the field needs from `offset`.
+        need: usize,
+        /// The file's length in bytes.
+        len: usize,
+    },
     /// A header field has a value the format does not allow here.
     #[error("firmware {file}: field {field} is {found}, expected {expected}")]
-    Mismatch { file: String, field: &'static str, found: String, expected: String },
+    Mismatch {
+        /// The firmware file, as given (path or name).
+        file: String,
+        /// The header field, as named in `regs::ucode`.
+        field: &'static str,
+        /// The value read, formatted.
+        found: String,
+        /// What the format allows here, in words.
+        expected: String,
+    },
     /// A payload described by the header lies outside the file.
     #[error("firmware {file}: {field} describes bytes {start:#x}..{end:#x}, beyond the file length {len:#x}")]
-    OutOfBounds { file: String, field: &'static str, start: u64, end: u64, len: usize },
+    OutOfBounds {
+        /// The firmware file, as given (path or name).
+        file: String,
+        /// The header field, as named in `regs::ucode`.
+        field: &'static str,
+        /// First byte of the payload, as the header gives it.
+        start: u64,
+        /// One past its last byte.
+        end: u64,
+        /// The file's length in bytes.
+        len: usize,
+    },
 }
 
 /// What the driver does with a payload.
@@ -659,14 +696,12 @@ pub fn check_file(
     Ok(parsed)
 }
 
-/// `egpu firmware check` arguments.
-#[derive(Clone, Debug, clap::Args)]
-pub struct FirmwareCheckArgs {
+/// What `egpu firmware check` examines (the CLI's flags map onto this).
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
     /// Chip (Navi31, gfx1100, ...) or "all".
-    #[arg(long, default_value = "all")]
     pub chip: String,
-    /// Firmware directory (default: /lib/firmware/amdgpu).
-    #[arg(long)]
+    /// Firmware directory; `None` means [`DEFAULT_FIRMWARE_DIR`].
     pub dir: Option<PathBuf>,
 }
 
@@ -713,6 +748,7 @@ impl FirmwareReport {
 
 /// Errors of the check command itself (not of individual files, which are reported).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CheckError {
     /// `--chip` named nothing known.
     #[error("firmware check: unknown chip `{0}`; use one of Navi31, Navi32, Navi33, Navi44, Navi48, a gfx target, or all")]
@@ -723,7 +759,7 @@ pub enum CheckError {
 }
 
 /// Checks the firmware of the chips selected by `args` and returns the report.
-pub fn firmware_report(args: &FirmwareCheckArgs) -> Result<FirmwareReport, CheckError> {
+pub fn firmware_report(args: &CheckOptions) -> Result<FirmwareReport, CheckError> {
     let chips: Vec<&'static Chip> = if args.chip.eq_ignore_ascii_case("all") {
         CHIPS.iter().collect()
     } else {
@@ -748,7 +784,7 @@ pub fn firmware_report(args: &FirmwareCheckArgs) -> Result<FirmwareReport, Check
 }
 
 /// `egpu firmware check`: prints the report and fails if a required file is missing or unsound.
-pub fn firmware_check(args: &FirmwareCheckArgs) -> Result<(), CheckError> {
+pub fn firmware_check(args: &CheckOptions) -> Result<(), CheckError> {
     let report = firmware_report(args)?;
     print!("{report}");
     if report.ok() {

@@ -31,7 +31,9 @@ macro_rules! le_int {
             fn to_le(self, out: &mut [u8]) {
                 out[..Self::SIZE].copy_from_slice(&self.to_le_bytes());
             }
-            #[allow(clippy::cast_sign_loss)]
+            // One body for signed and unsigned types: `From` has no i8 -> u64, and `as` is the
+            // two's-complement widening wanted for both.
+            #[allow(clippy::cast_sign_loss, clippy::cast_lossless)]
             fn to_u64(self) -> u64 {
                 self as u64
             }

@@ -32,8 +32,7 @@ fn every_required_file_parses_for_all_five_chips() {
     if !have_firmware() {
         return;
     }
-    let report =
-        firmware_report(&FirmwareCheckArgs { chip: "all".into(), dir: None }).expect("report");
+    let report = firmware_report(&CheckOptions { chip: "all".into(), dir: None }).expect("report");
     println!("{report}");
     assert_eq!(report.chips.len(), 5);
     for c in &report.chips {
@@ -211,8 +210,8 @@ fn wrong_type_file_is_rejected() {
 #[test]
 fn missing_directory_reports_install_hint() {
     let dir = std::env::temp_dir().join("egpu-amd-no-such-dir");
-    let report = firmware_report(&FirmwareCheckArgs { chip: "gfx1101".into(), dir: Some(dir) })
-        .expect("report");
+    let report =
+        firmware_report(&CheckOptions { chip: "gfx1101".into(), dir: Some(dir) }).expect("report");
     assert!(!report.ok());
     let text = report.to_string();
     assert!(
@@ -220,7 +219,7 @@ fn missing_directory_reports_install_hint() {
         "{text}"
     );
     assert!(matches!(
-        firmware_report(&FirmwareCheckArgs { chip: "Navi99".into(), dir: None }),
+        firmware_report(&CheckOptions { chip: "Navi99".into(), dir: None }),
         Err(CheckError::UnknownChip(_))
     ));
     assert_eq!(CHIPS.len(), 5);

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod device;
 mod error;
+mod firmware;
 mod gpu;
 mod info;
 mod list;
@@ -57,7 +58,7 @@ enum Command {
 #[derive(Subcommand)]
 enum FirmwareCommand {
     /// Per chip: each firmware file the boot needs, its components, versions, sizes and soundness.
-    Check(egpu_amd::firmware::FirmwareCheckArgs),
+    Check(firmware::FirmwareCheckArgs),
 }
 
 #[derive(Args)]
@@ -98,7 +99,7 @@ fn main() -> ExitCode {
         Command::Setup(args) => setup(args.install),
         Command::Run(args) => egpu_llm::run(&args).map_err(CliError::from),
         Command::Firmware { what: FirmwareCommand::Check(args) } => {
-            egpu_amd::firmware::firmware_check(&args).map_err(CliError::from)
+            egpu_amd::firmware::firmware_check(&args.into()).map_err(CliError::from)
         }
     };
     match result {

@@ -103,7 +103,7 @@ impl<L: PcieLink + ?Sized> WriteBatch<'_, '_, L> {
         self.bar.check("batched BAR write", offset, 4)?;
         match self.runs.last_mut() {
             Some((start, bytes)) if *start + bytes.len() as u64 == offset => {
-                bytes.extend_from_slice(&value.to_le_bytes())
+                bytes.extend_from_slice(&value.to_le_bytes());
             }
             _ => self.runs.push((offset, value.to_le_bytes().to_vec())),
         }
@@ -115,7 +115,7 @@ impl<L: PcieLink + ?Sized> WriteBatch<'_, '_, L> {
         self.bar.check("batched BAR write", offset, data.len())?;
         match self.runs.last_mut() {
             Some((start, bytes)) if *start + bytes.len() as u64 == offset => {
-                bytes.extend_from_slice(data)
+                bytes.extend_from_slice(data);
             }
             _ => self.runs.push((offset, data.to_vec())),
         }

@@ -21,6 +21,8 @@ pub struct HostileTransport<'a> {
 const MAX_TRANSFERS: usize = 20_000;
 
 impl<'a> HostileTransport<'a> {
+    /// A device whose every outcome and reply byte is taken from `input` in order; once it
+    /// runs out (or after `MAX_TRANSFERS` transfers), every transfer times out.
     pub fn new(input: &'a [u8]) -> Self {
         Self {
             info: DeviceInfo {
@@ -129,9 +131,13 @@ impl UsbTransport for HostileTransport<'_> {
 /// How far [`exercise`] got, so tests can show their inputs reach the deep paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Reached {
+    /// The bridge was not even opened.
     Nothing,
+    /// The bridge opened, but the PCIe fabric walk failed.
     Opened,
+    /// The fabric walk finished but found no GPU.
     FabricUp,
+    /// A display-class function was found behind the bridge.
     GpuFound,
 }
 

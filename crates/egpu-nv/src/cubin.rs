@@ -44,6 +44,7 @@ pub mod eiattr {
 
 /// Why a cubin was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum CubinError {
     /// Not an ELF64 little-endian file, or a malformed one.
     #[error("not a valid ELF64 cubin: {0}")]
@@ -363,10 +364,10 @@ impl Image {
             match r.kind {
                 RelocationKind::Absolute64 => slot.copy_from_slice(&value.to_le_bytes()),
                 RelocationKind::Low32InUpperWord => {
-                    slot[4..].copy_from_slice(&(value as u32).to_le_bytes())
+                    slot[4..].copy_from_slice(&(value as u32).to_le_bytes());
                 }
                 RelocationKind::High32InUpperWord => {
-                    slot[4..].copy_from_slice(&((value >> 32) as u32).to_le_bytes())
+                    slot[4..].copy_from_slice(&((value >> 32) as u32).to_le_bytes());
                 }
             }
         }
@@ -573,7 +574,7 @@ impl Cubin {
                             k.param_bytes = u32::from(u16_at(&info_name, record.attr, p, 6)?);
                         }
                         eiattr::CBANK_PARAM_SIZE if k.param_bytes == 0 => {
-                            k.param_bytes = u32::from(record.value)
+                            k.param_bytes = u32::from(record.value);
                         }
                         eiattr::KPARAM_INFO => {
                             let ordinal = u16_at(&info_name, record.attr, p, 4)?;
@@ -586,7 +587,7 @@ impl Cubin {
                             });
                         }
                         eiattr::NUM_BARRIERS => {
-                            k.barriers = k.barriers.max(u32::from(record.value))
+                            k.barriers = k.barriers.max(u32::from(record.value));
                         }
                         eiattr::MAX_THREADS | eiattr::REQNTID => {
                             let dims = [

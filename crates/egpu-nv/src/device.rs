@@ -721,7 +721,7 @@ impl NvDevice {
                 data.as_ptr(),
                 (buffer.va + offset) as *mut u8,
                 data.len(),
-            )
+            );
         };
         Ok(())
     }
@@ -736,7 +736,7 @@ impl NvDevice {
                 (buffer.va + offset) as *const u8,
                 out.as_mut_ptr(),
                 out.len(),
-            )
+            );
         };
         Ok(())
     }
@@ -818,7 +818,7 @@ impl NvDevice {
 
     /// Return a slot.
     pub fn destroy_signal(&mut self, slot: u32) {
-        if (slot as u64) < SIGNAL_SLOTS && !self.free_slots.contains(&slot) {
+        if u64::from(slot) < SIGNAL_SLOTS && !self.free_slots.contains(&slot) {
             self.free_slots.push(slot);
         }
     }
@@ -1158,7 +1158,7 @@ impl NvDevice {
                 );
                 fence(Ordering::SeqCst);
                 std::ptr::write_volatile(
-                    self.usermode.ptr.add(host::USERMODE_NOTIFY_CHANNEL_PENDING) as *mut u32,
+                    self.usermode.ptr.add(host::USERMODE_NOTIFY_CHANNEL_PENDING).cast::<u32>(),
                     ch.token,
                 );
             }

@@ -62,6 +62,7 @@ pub const LOCAL_WINDOW_BASE: u64 = 0x7293_0000_0000;
 
 /// Why a launch cannot be prepared.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum LaunchError {
     /// Argument block size differs from the kernel's parameter block.
     #[error("kernel {kernel}: argument block is {got} bytes, the cubin says {want}")]

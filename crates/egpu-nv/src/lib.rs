@@ -29,6 +29,7 @@ pub use gpu::{list_gpus, NvGpuInfo};
 
 /// Errors of the NVIDIA driver, one variant per layer below plus the driver's own.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NvError {
     /// /dev/nvidiactl is absent: NVIDIA's kernel module is not loaded on this machine.
     #[error("no NVIDIA kernel driver (/dev/nvidiactl not found); load nvidia.ko or use a USB/PCIe device")]

@@ -24,6 +24,7 @@ or point EGPU_NVRTC at libnvrtc.so";
 
 /// NVRTC failures.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum NvrtcError {
     /// No NVRTC library could be loaded.
     #[error("NVRTC not found (tried: {tried}); {HOW_TO_GET_NVRTC}")]
@@ -277,7 +278,7 @@ impl Nvrtc {
         };
         let (mut major, mut minor) = (0, 0);
         // SAFETY: two valid out-pointers.
-        let code = unsafe { (api.version)(&mut major, &mut minor) };
+        let code = unsafe { (api.version)(&raw mut major, &raw mut minor) };
         let mut nvrtc = Nvrtc { api, path, version: (0, 0), _library: library };
         nvrtc.check("nvrtcVersion", code)?;
         nvrtc.version = (major, minor);
@@ -328,7 +329,7 @@ impl Nvrtc {
         // SAFETY: valid NUL-terminated strings; no headers (count 0, null arrays).
         let code = unsafe {
             (self.api.create)(
-                &mut program,
+                &raw mut program,
                 c_source.as_ptr(),
                 c_name.as_ptr(),
                 0,
@@ -339,7 +340,7 @@ impl Nvrtc {
         self.check("nvrtcCreateProgram", code)?;
         let result = self.compile_program(program, name, options, &option_ptrs);
         // SAFETY: `program` was created above and is destroyed once.
-        unsafe { (self.api.destroy)(&mut program) };
+        unsafe { (self.api.destroy)(&raw mut program) };
         result
     }
 
@@ -358,7 +359,7 @@ impl Nvrtc {
             let mut size = 0usize;
             // SAFETY: valid out-pointer, then a buffer of exactly the reported size.
             let log = unsafe {
-                (self.api.log_size)(program, &mut size);
+                (self.api.log_size)(program, &raw mut size);
                 let mut buf = vec![0u8; size.max(1)];
                 (self.api.log)(program, buf.as_mut_ptr().cast());
                 String::from_utf8_lossy(&buf).trim_end_matches('\0').to_string()
@@ -371,7 +372,7 @@ impl Nvrtc {
         }
         let mut size = 0usize;
         // SAFETY: valid out-pointer.
-        self.check("nvrtcGetCUBINSize", unsafe { (self.api.cubin_size)(program, &mut size) })?;
+        self.check("nvrtcGetCUBINSize", unsafe { (self.api.cubin_size)(program, &raw mut size) })?;
         let mut cubin = vec![0u8; size];
         // SAFETY: buffer of the size NVRTC reported.
         self.check("nvrtcGetCUBIN", unsafe {

@@ -8,6 +8,7 @@ use thiserror::Error;
 
 /// Why a method or entry cannot be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// Method byte offset must be 4-aligned and below 0x4000 (12-bit dword address).
     #[error("method offset 0x{0:x} is not a 4-aligned offset below 0x4000")]

@@ -528,6 +528,7 @@ fn spec_v05(field: QmdField) -> Option<RawSpec> {
 
 /// Why a QMD cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum QmdError {
     /// The version has no such field.
     #[error("QMD {version:?} has no field {field:?}")]

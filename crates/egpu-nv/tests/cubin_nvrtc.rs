@@ -211,7 +211,7 @@ fn cache_returns_identical_cubin_and_bad_source_reports_log() {
     );
     match err {
         Err(egpu_nv::nvrtc::NvrtcError::Compile { log, .. }) => {
-            assert!(log.contains("undefined_thing"), "{log}")
+            assert!(log.contains("undefined_thing"), "{log}");
         }
         other => panic!("expected a compile error, got {other:?}"),
     }

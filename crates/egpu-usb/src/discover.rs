@@ -110,12 +110,19 @@ pub struct BridgeCandidate {
     pub ports: Vec<u8>,
     /// The device address on its bus (changes at every replug).
     pub address: u8,
+    /// USB idVendor from the device descriptor.
     pub vendor_id: u16,
+    /// USB idProduct from the device descriptor.
     pub product_id: u16,
+    /// iProduct string, where the OS could read it.
     pub product: Option<String>,
+    /// iManufacturer string, where the OS could read it.
     pub manufacturer: Option<String>,
+    /// iSerialNumber string, where the OS could read it.
     pub serial: Option<String>,
+    /// Negotiated link speed, where the OS reports it.
     pub speed: Option<UsbSpeed>,
+    /// Which bridge firmware the IDs and product string say is running.
     pub firmware: FirmwareKind,
 }
 

@@ -14,6 +14,7 @@ pub struct InFlight {
 }
 
 impl InFlight {
+    /// An empty table: no transfer in flight, no sticky error; tags start at 0.
     pub fn new() -> Self {
         Self::default()
     }

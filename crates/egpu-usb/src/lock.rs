@@ -196,7 +196,7 @@ mod tests {
 
         match BridgeLock::acquire_in(&dir, "7", 3, "usb:7-3") {
             Err(UsbError::Busy { name, .. }) => {
-                assert!(name.contains(&format!("pid {child_pid}")), "{name}")
+                assert!(name.contains(&format!("pid {child_pid}")), "{name}");
             }
             other => panic!("expected Busy while the child holds the lock, got {other:?}"),
         }

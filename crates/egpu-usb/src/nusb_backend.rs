@@ -246,7 +246,7 @@ pub(crate) fn round_up_to_packets(length: usize, max_packet: usize) -> Option<us
         return None;
     }
     let rounded = length.div_ceil(max_packet).checked_mul(max_packet)?;
-    (rounded <= u32::MAX as usize).then_some(rounded)
+    u32::try_from(rounded).is_ok().then_some(rounded)
 }
 
 /// Split a `bmRequestType` (USB 2.0 §9.3.1) into nusb's fields, checking that its direction bit
@@ -1197,7 +1197,7 @@ mod tests {
         assert_eq!(control.pipe.len(), 0);
         match inflight.collect(stall) {
             Some(Err(UsbError::Stall { transfer })) => {
-                assert!(transfer.contains("control OUT request 0xE5"), "{transfer}")
+                assert!(transfer.contains("control OUT request 0xE5"), "{transfer}");
             }
             other => panic!("expected the stall, got {other:?}"),
         }

@@ -21,22 +21,42 @@ const UDEVADM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Errors of host setup. Each says what to do about it.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum SetupError {
+    /// Installing the rule needs root and this process is not.
     #[error("writing {} needs root: run `sudo egpu setup --install`", path.display())]
-    NotRoot { path: PathBuf },
+    NotRoot {
+        /// The rules file that would have been written.
+        path: PathBuf,
+    },
 
+    /// Writing the rules file failed.
     #[error("cannot write {}: {source}; is udev installed (/etc/udev/rules.d must exist)?", path.display())]
     Write {
+        /// The rules file being written.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
 
+    /// `udevadm` (reload or trigger) failed after the rule was written.
     #[error("`{command}` failed: {reason}; the rule is in place at {}, so replugging the bridge (or rebooting) applies it", path.display())]
-    Udevadm { command: String, reason: String, path: PathBuf },
+    Udevadm {
+        /// The command line that was run.
+        command: String,
+        /// Its exit status and stderr, or why it could not run or finish.
+        reason: String,
+        /// The rules file that was installed.
+        path: PathBuf,
+    },
 
+    /// Not Linux: there is no udev to configure.
     #[error("udev rules exist only on Linux; {advice}")]
-    Unsupported { advice: &'static str },
+    Unsupported {
+        /// What to do instead on this platform.
+        advice: &'static str,
+    },
 }
 
 /// The udev rules file granting access to the bridge IDs egpu uses: the custom firmware, the

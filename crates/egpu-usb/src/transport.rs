@@ -37,9 +37,13 @@ pub const REQUEST_TYPE_VENDOR_IN: u8 = 0xC0;
 /// the transfer itself carries (the OUT data's length, or the IN length asked for).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ControlSetup {
+    /// `bmRequestType`: direction, type and recipient (USB 2.0 §9.3.1).
     pub request_type: u8,
+    /// `bRequest`: the request code (the bridge's vendor codes: usb-bridge.md §3).
     pub request: u8,
+    /// `wValue`: request-specific.
     pub value: u16,
+    /// `wIndex`: request-specific.
     pub index: u16,
 }
 
@@ -67,14 +71,34 @@ impl ControlSetup {
 #[derive(Clone, Debug)]
 pub enum Transfer {
     /// Control transfer with an IN data stage of up to `length` bytes.
-    ControlIn { setup: ControlSetup, length: u16 },
+    ControlIn {
+        /// The SETUP packet.
+        setup: ControlSetup,
+        /// `wLength`: the most bytes the device may return.
+        length: u16,
+    },
     /// Control transfer with an OUT data stage (`data` may be empty).
-    ControlOut { setup: ControlSetup, data: Bytes },
+    ControlOut {
+        /// The SETUP packet.
+        setup: ControlSetup,
+        /// The data stage; its length is `wLength`.
+        data: Bytes,
+    },
     /// Bulk IN of up to `length` bytes on `endpoint` (address with bit 7 set, e.g. 0x81).
-    BulkIn { endpoint: u8, length: usize },
+    BulkIn {
+        /// Endpoint address, bit 7 set.
+        endpoint: u8,
+        /// The most bytes to receive.
+        length: usize,
+    },
     /// Bulk OUT of `data` on `endpoint` (e.g. 0x02). `Bytes` lets a caller stream slices of one
     /// large buffer without copying it.
-    BulkOut { endpoint: u8, data: Bytes },
+    BulkOut {
+        /// Endpoint address, bit 7 clear.
+        endpoint: u8,
+        /// The bytes to send.
+        data: Bytes,
+    },
 }
 
 impl Transfer {
@@ -128,7 +152,10 @@ pub enum Completion {
     /// Bytes received by an IN transfer; `data.len()` is the transfer's `actual_length`.
     In(Vec<u8>),
     /// An OUT transfer moved all of its bytes.
-    Out { length: usize },
+    Out {
+        /// Bytes moved (all of them, else the transfer failed with `ShortOut`).
+        length: usize,
+    },
 }
 
 impl Completion {
@@ -144,9 +171,13 @@ impl Completion {
 /// USB link speed, which sets the custom firmware's transfer limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UsbSpeed {
+    /// USB 1.1 full speed, 12 Mb/s.
     Full,
+    /// USB 2.0 high speed, 480 Mb/s.
     High,
+    /// USB 3 SuperSpeed, 5 Gb/s.
     Super,
+    /// USB 3 SuperSpeed+, 10 Gb/s or more.
     SuperPlus,
 }
 
@@ -173,11 +204,17 @@ impl fmt::Display for UsbSpeed {
 pub struct DeviceInfo {
     /// Stable user-facing name: `usb:<bus>-<address>`, or `emu` / `emu:<n>` for emulated ones.
     pub name: String,
+    /// USB idVendor from the device descriptor.
     pub vendor_id: u16,
+    /// USB idProduct from the device descriptor.
     pub product_id: u16,
+    /// iManufacturer string, if the device has one and it could be read.
     pub manufacturer: Option<String>,
+    /// iProduct string, if the device has one and it could be read.
     pub product: Option<String>,
+    /// iSerialNumber string, if the device has one and it could be read.
     pub serial: Option<String>,
+    /// Negotiated link speed, where the OS reports it.
     pub speed: Option<UsbSpeed>,
 }
 

@@ -125,9 +125,13 @@ fn stream_write_timeout(queued: usize) -> Duration {
 /// USB traffic the protocol layer generated, for `egpu bench link`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkStats {
+    /// Control OUT transfers submitted (F0 TLP, F2 SRAM, F3 power, E5 XDATA writes: §3).
     pub control_out: u64,
+    /// Control IN transfers submitted (F0 completion replies, E4 XDATA reads: §3).
     pub control_in: u64,
+    /// Bulk OUT transfers submitted (streaming writes §4.4, SRAM writes §4.6).
     pub bulk_out: u64,
+    /// Bulk IN transfers submitted (streaming reads §4.5, SRAM reads §4.7).
     pub bulk_in: u64,
     /// Bytes host → device, SETUP packets included.
     pub bytes_out: u64,
@@ -136,6 +140,7 @@ pub struct LinkStats {
 }
 
 impl LinkStats {
+    /// All USB transfers submitted, control and bulk.
     pub fn transfers(&self) -> u64 {
         self.control_out + self.control_in + self.bulk_out + self.bulk_in
     }
@@ -266,14 +271,17 @@ impl<T: UsbTransport> Asm2464<T> {
         Ok(bridge)
     }
 
+    /// The bridge's USB identity, as read when it was opened.
     pub fn info(&self) -> &egpu_usb::DeviceInfo {
         self.usb.info()
     }
 
+    /// USB traffic generated since the bridge was opened.
     pub fn stats(&self) -> LinkStats {
         self.stats
     }
 
+    /// The timing and size limits this bridge runs with.
     pub fn config(&self) -> &Asm2464Config {
         &self.config
     }
@@ -603,7 +611,7 @@ impl<T: UsbTransport> Asm2464<T> {
 
     /// Streaming write (§4.4): one F0 arm per `max_stream_len`, bulk OUT chunks pipelined and
     /// left in flight (drained before the next request on EP0).
-    fn stream_write(&mut self, address: u64, data: Bytes) -> Result<(), LinkError> {
+    fn stream_write(&mut self, address: u64, data: &Bytes) -> Result<(), LinkError> {
         check_dwords("streaming BAR write", address, data.len())?;
         self.guarded("streaming memory write (F0 mode 1)", |this| {
             for (start, piece) in split_stream(address, data.len(), this.config.max_stream_len) {
@@ -754,6 +762,8 @@ impl<T: UsbTransport> Asm2464<T> {
     ///
     /// Unlike other operations this never resets the interface first: that would cancel the
     /// very transfer it waits for and could leave the F2 engine wedged (§11, firmware #72/#75).
+    // By value on purpose: finishing consumes the token, so one armed read is finished once.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn finish_sram_read(&mut self, pending: PendingSramRead) -> Result<Vec<u8>, LinkError> {
         if self.armed_sram_read != Some(pending.tag) {
             return Err(LinkError::Busy {
@@ -1014,7 +1024,7 @@ impl<T: UsbTransport> PcieLink for Asm2464<T> {
             }
             return Ok(());
         }
-        self.stream_write(address, data)
+        self.stream_write(address, &data)
     }
 
     fn flush(&mut self) -> Result<(), LinkError> {

@@ -140,9 +140,11 @@ pub fn byte_enable(address: u64, size: u8) -> Option<u8> {
 /// One F0 OUT request: SETUP fields plus the 12-byte data stage (§3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct F0Request {
+    /// TLP format and type: memory/config, read/write, 32/64-bit address (§4.1).
     pub fmt: FmtType,
     /// First-dword byte enables (0x0F for streaming).
     pub byte_enable: u8,
+    /// Single TLP or one of the streaming modes (§4.4, §4.5).
     pub mode: F0Mode,
     /// Dword-aligned address (config: bus<<24 | dev<<19 | fn<<16 | register).
     pub address: u64,
@@ -205,10 +207,15 @@ impl From<u8> for RetStatus {
 /// PCIe completion status, completion-header bits 15:13 (§4.9, PCIe base spec Table 2-34).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CompletionStatus {
+    /// SC (0b000): the request completed.
     SuccessfulCompletion,
+    /// UR (0b001): nothing claims the address, e.g. an absent function.
     UnsupportedRequest,
+    /// CRS (0b010): the function is not ready yet; retry the config request.
     ConfigRequestRetryStatus,
+    /// CA (0b100): the completer failed the request.
     CompleterAbort,
+    /// Any other value (reserved by the spec), kept as read.
     Reserved(u8),
 }
 
@@ -265,6 +272,7 @@ pub enum SramDirection {
 /// One F2 request (§3, §4.6, §4.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct F2Request {
+    /// Host → SRAM (bulk OUT) or SRAM → host (bulk IN).
     pub direction: SramDirection,
     /// 512-byte sectors to move (15 bits).
     pub sectors: u16,

@@ -46,7 +46,9 @@ impl Default for FabricOptions {
 pub enum BarKind {
     /// I/O space: not routed over the bridge, left unassigned.
     Io,
+    /// Memory space, 32-bit address.
     Mem32,
+    /// Memory space, 64-bit address (takes two BAR registers).
     Mem64,
 }
 
@@ -55,8 +57,11 @@ pub enum BarKind {
 pub struct Bar {
     /// BAR number (0–5); a 64-bit BAR occupies `index` and `index + 1`.
     pub index: u8,
+    /// I/O, 32-bit or 64-bit memory (BAR bits 2:0).
     pub kind: BarKind,
+    /// Prefetchable memory (BAR bit 3).
     pub prefetchable: bool,
+    /// Size in bytes, from writing all-ones and reading back.
     pub size: u64,
     /// Assigned bus address (0 for I/O BARs).
     pub address: u64,
@@ -65,8 +70,10 @@ pub struct Bar {
 /// One entry of a Resizable BAR capability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResizableBar {
+    /// BAR number (0–5) this entry resizes.
     pub bar: u8,
-    /// Supported sizes in bytes, smallest first.
+    /// Supported sizes as a bitmask: bit n set means 2^(n+20) bytes is supported (the REBAR
+    /// capability register's bits 31:4, PCIe Base Spec §7.8.6); see [`Self::supported_sizes`].
     pub supported: u64,
     /// Size chosen, in bytes.
     pub size: u64,
@@ -82,7 +89,9 @@ impl ResizableBar {
 /// Bus numbers and windows of a type-1 (bridge) function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BridgeInfo {
+    /// Secondary bus number: the bus directly below this bridge.
     pub secondary: u8,
+    /// Subordinate bus number: the highest bus below this bridge.
     pub subordinate: u8,
     /// Inclusive non-prefetchable window, if open.
     pub memory: Option<(u64, u64)>,
@@ -95,30 +104,42 @@ pub struct BridgeInfo {
 /// One PCI function found by the walk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Function {
+    /// Bus, device and function number on the bridge's fabric.
     pub bdf: Bdf,
+    /// PCI vendor ID (config offset 0x00).
     pub vendor_id: u16,
+    /// PCI device ID (config offset 0x02).
     pub device_id: u16,
     /// 24-bit class code (base, sub, programming interface).
     pub class: u32,
+    /// Revision ID (config offset 0x08).
     pub revision: u8,
+    /// Header type (config offset 0x0E): 0 endpoint, 1 bridge; bit 7 multi-function.
     pub header_type: u8,
+    /// Implemented BARs, sized and assigned by the walk.
     pub bars: Vec<Bar>,
+    /// Standard and extended capabilities, in list order.
     pub capabilities: Vec<Capability>,
+    /// Resizable BAR entries, after resizing to the largest supported size.
     pub resizable_bars: Vec<ResizableBar>,
+    /// Bus numbers and windows, for type-1 (bridge) functions.
     pub bridge: Option<BridgeInfo>,
     /// PCIe port type from the PCI Express capability (bits 7:4 of its flags), if any.
     pub port_type: Option<u8>,
 }
 
 impl Function {
+    /// Base class code (class bits 23:16), e.g. 0x03 for display.
     pub fn base_class(&self) -> u8 {
         (self.class >> 16) as u8
     }
 
+    /// Whether this is a display controller (base class 0x03): a GPU.
     pub fn is_display(&self) -> bool {
         self.base_class() == PCI_BASE_CLASS_DISPLAY
     }
 
+    /// The BAR numbered `index`, if implemented.
     pub fn bar(&self, index: u8) -> Option<&Bar> {
         self.bars.iter().find(|bar| bar.index == index)
     }
@@ -132,6 +153,7 @@ impl Function {
 /// Every function behind the bridge, in walk order (parents before children).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Topology {
+    /// Functions in walk order.
     pub functions: Vec<Function>,
 }
 
@@ -141,6 +163,7 @@ impl Topology {
         self.functions.iter().find(|function| function.is_display())
     }
 
+    /// The function at `bdf`, if the walk found one.
     pub fn get(&self, bdf: Bdf) -> Option<&Function> {
         self.functions.iter().find(|function| function.bdf == bdf)
     }

@@ -26,6 +26,7 @@ pub const NVIDIA_UVM: &str = "/dev/nvidia-uvm";
 
 /// Errors of the RM layer; each names the call that failed.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum RmError {
     /// /dev/nvidiactl does not exist: NVIDIA's kernel module is not loaded.
     #[error("no NVIDIA kernel driver: {NVIDIACTL} does not exist (load nvidia.ko, or use a USB/PCIe path)")]
@@ -100,7 +101,9 @@ unsafe fn nv_ioctl<T: IntoBytes + FromBytes>(
     // encoded in the request; the driver reads and writes at most that many bytes through the
     // pointer and any bytes it writes are a valid `T`. Addresses inside it: the caller's
     // contract.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::c_ulong, params as *mut T) };
+    let rc = unsafe {
+        libc::ioctl(fd.as_raw_fd(), request as libc::c_ulong, std::ptr::from_mut::<T>(params))
+    };
     if rc < 0 {
         return Err(RmError::Ioctl { call: call(), source: std::io::Error::last_os_error() });
     }
@@ -143,7 +146,9 @@ fn uvm_ioctl<P: UvmParams>(
     // SAFETY: `params` is a live, exclusively borrowed struct without padding, of the size UVM
     // copies in and out for `P::CMD` on this driver (checked above), holding no address UVM
     // follows (the `UvmParams` contract); any bytes UVM writes are a valid `P`.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), P::CMD as libc::c_ulong, params as *mut P) };
+    let rc = unsafe {
+        libc::ioctl(fd.as_raw_fd(), P::CMD as libc::c_ulong, std::ptr::from_mut::<P>(params))
+    };
     if rc < 0 {
         return Err(RmError::Ioctl {
             call: P::NAME.to_string(),
@@ -313,7 +318,7 @@ impl RmClient {
         // SAFETY: `params` is live and exclusively borrowed for the call, and RM copies at most
         // its size in and out for this class on this driver, following no address in it
         // (`RmAllocParams` contract; class and driver checked above).
-        unsafe { self.alloc_raw(parent, new, hclass, (params as *mut P).cast(), size) }
+        unsafe { self.alloc_raw(parent, new, hclass, std::ptr::from_mut::<P>(params).cast(), size) }
     }
 
     /// NV_ESC_RM_ALLOC of a class that takes no parameters (`pAllocParms` null).
@@ -383,7 +388,13 @@ impl RmClient {
         // bytes long (checked above); RM copies `size` bytes in and out for `P::CMD` and
         // follows no address in them (`RmControlParams` contract).
         unsafe {
-            self.control_sized(object, P::CMD, (params as *mut P).cast(), size as u32, P::NAME)
+            self.control_sized(
+                object,
+                P::CMD,
+                std::ptr::from_mut::<P>(params).cast(),
+                size as u32,
+                P::NAME,
+            )
         }
     }
 
@@ -580,7 +591,7 @@ impl RmClient {
             self.control_sized(
                 h_subdevice,
                 ctrl::NV2080_CTRL_CMD_GR_GET_INFO,
-                (&mut p as *mut NV2080_CTRL_GR_GET_INFO_PARAMS).cast(),
+                (&raw mut p).cast(),
                 std::mem::size_of_val(&p) as u32,
                 "NV2080_CTRL_CMD_GR_GET_INFO",
             )
@@ -607,7 +618,7 @@ impl RmClient {
             self.control_sized(
                 h_subdevice,
                 ctrl::NV2080_CTRL_CMD_FB_GET_INFO,
-                (&mut p as *mut NV2080_CTRL_FB_GET_INFO_PARAMS).cast(),
+                (&raw mut p).cast(),
                 std::mem::size_of_val(&p) as u32,
                 "NV2080_CTRL_CMD_FB_GET_INFO",
             )
@@ -622,13 +633,13 @@ impl RmClient {
         let cmd = ctrl::NV0080_CTRL_CMD_GPU_GET_CLASSLIST;
         let mut p = NV0080_CTRL_GPU_GET_CLASSLIST_PARAMS::default();
         let size = std::mem::size_of_val(&p) as u32;
-        let params: *mut NV0080_CTRL_GPU_GET_CLASSLIST_PARAMS = &mut p;
+        let params: *mut NV0080_CTRL_GPU_GET_CLASSLIST_PARAMS = &raw mut p;
         // SAFETY: `p` is live for the call and its full size is passed; `classList` is null, so
         // RM only reports the count.
         unsafe { self.control_sized(h_device, cmd, params.cast(), size, name) }?;
         let mut list = vec![0u32; p.numClasses as usize];
         p.classList = list.as_mut_ptr() as u64;
-        let params: *mut NV0080_CTRL_GPU_GET_CLASSLIST_PARAMS = &mut p;
+        let params: *mut NV0080_CTRL_GPU_GET_CLASSLIST_PARAMS = &raw mut p;
         // SAFETY: as above; `classList` points at `list`, live and exclusively ours, exactly
         // `numClasses` u32 entries long, which is as many as RM writes.
         unsafe { self.control_sized(h_device, cmd, params.cast(), size, name) }?;

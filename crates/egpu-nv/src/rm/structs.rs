@@ -8,7 +8,9 @@
 //! the [`crate::rm::DriverVersion`] methods choose. Names follow NVIDIA's headers (`nvos.h`, `nv-ioctl.h`,
 //! `uvm_ioctl.h`, `cl*.h`, `ctrl*.h`) so they can be grepped there.
 
-#![allow(non_snake_case, non_camel_case_types)]
+// Fields are NVIDIA's, name for name; their meaning is documented in the headers above and
+// nv-driver.md §1.2, not restated on each of them here.
+#![allow(non_snake_case, non_camel_case_types, missing_docs)]
 
 use std::mem::{offset_of, size_of};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
