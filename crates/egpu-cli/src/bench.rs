@@ -216,7 +216,7 @@ fn print_rows(rows: &[Row]) {
             continue;
         }
         let gib = row.bytes as f64 / (1u64 << 30) as f64;
-        let per_256k = row.stats.transfers() as f64 * (256 << 10) as f64 / row.bytes as f64;
+        let per_256k = row.stats.transfers() as f64 * f64::from(256u32 << 10) / row.bytes as f64;
         let mut line = format!("{:<52} {:.2} USB transfers per 256 KiB", row.name, per_256k);
         if let Some(cpu) = row.host_cpu {
             let per_gib = cpu.as_secs_f64() / gib;

@@ -21,6 +21,7 @@ impl CompletionStatus {
 
 /// Something to go wrong on purpose. Inject with [`crate::EmulatedBridge::inject`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // each variant's doc describes its fields
 pub enum Fault {
     /// The next `times` F0 IN replies carry this ret_status (1 = engine error, 0xFF = engine
     /// timeout with bytes 0–6 zeroed; §3).

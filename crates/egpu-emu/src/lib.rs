@@ -167,15 +167,16 @@ impl EmulatedBridge {
     }
 
     /// Arm a fault; see [`Fault`] for when each one fires.
+    #[allow(clippy::needless_pass_by_value)] // a fault is handed over; callers build it inline
     pub fn inject(&self, fault: Fault) {
         let mut emu = lock(&self.shared);
         let f = &mut emu.faults;
         match fault {
             Fault::F0RetStatus { status, times } => {
-                f.f0_ret = (times > 0).then_some((status, times))
+                f.f0_ret = (times > 0).then_some((status, times));
             }
             Fault::Completion { status, times } => {
-                f.completion = (times > 0).then_some((status, times))
+                f.completion = (times > 0).then_some((status, times));
             }
             Fault::LinkDown => emu.link.lost = true,
             Fault::DisconnectAfter { transfers: 0 } => emu.unplug(),

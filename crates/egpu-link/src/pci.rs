@@ -403,7 +403,7 @@ impl PcieLink for SysfsPciLink {
             let value = u32::from_le_bytes([dword[0], dword[1], dword[2], dword[3]]);
             // SAFETY: as in `mem_read`.
             unsafe {
-                mapped.map.as_mut_ptr().add(offset + 4 * i).cast::<u32>().write_volatile(value)
+                mapped.map.as_mut_ptr().add(offset + 4 * i).cast::<u32>().write_volatile(value);
             };
         }
         Ok(())

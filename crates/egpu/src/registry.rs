@@ -154,7 +154,7 @@ fn usb_link_state(name: &str) -> String {
 fn nvidia_gpus(found: &mut Discovery) {
     match egpu_nv::list_gpus() {
         Ok(gpus) if gpus.is_empty() => {
-            found.notes.push("NVIDIA: the kernel driver is loaded but reports no GPU".into())
+            found.notes.push("NVIDIA: the kernel driver is loaded but reports no GPU".into());
         }
         Ok(gpus) => {
             for gpu in gpus {

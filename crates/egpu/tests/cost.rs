@@ -113,7 +113,7 @@ impl Backend for CountingBackend {
                     self.launches.fetch_add(1, Ordering::SeqCst);
                 }
                 Command::Signal { signal, value } => {
-                    self.signals[signal.0 as usize] = value + signal_offset
+                    self.signals[signal.0 as usize] = value + signal_offset;
                 }
                 _ => {}
             }

@@ -293,7 +293,7 @@ fn argument_mismatches_are_reported() {
     assert!(q.commands().is_empty(), "failed launches record nothing");
     match program.kernel("nope") {
         Err(Error::NoSuchKernel { name, available }) => {
-            assert_eq!((name.as_str(), available.as_str()), ("nope", "scale"))
+            assert_eq!((name.as_str(), available.as_str()), ("nope", "scale"));
         }
         other => panic!("{:?}", other.err()),
     }

@@ -9,12 +9,17 @@ use super::{Emu, VisTarget, SRAM_SIZE, SRAM_SLOT_SIZE, XDATA_LTSSM, XDATA_STREAM
 use crate::pcie::{ConfigRead, Segment};
 use crate::tlp::{byte_count_1dw, classify, is_4dw, TlpKind, CPL_CRS, CPL_SUCCESS, CPL_UR};
 
-/// §3 request numbers.
+/// §3: read bank-0 XDATA.
 pub const REQ_XDATA_READ: u8 = 0xE4;
+/// §3: write one XDATA byte.
 pub const REQ_XDATA_WRITE: u8 = 0xE5;
+/// §3: issue a PCIe TLP (single or streaming).
 pub const REQ_TLP: u8 = 0xF0;
+/// §3: arm the SRAM DMA engine (bulk OUT write or bulk IN read).
 pub const REQ_SRAM_DMA: u8 = 0xF2;
+/// §3: PCIe slot power and link training.
 pub const REQ_PCIE_POWER: u8 = 0xF3;
+/// §3: the power monitor (millivolts, milliamps).
 pub const REQ_POWER_MONITOR: u8 = 0xC0;
 
 /// §3 F3 "wait up to 20×100 ms for three consecutive LTSSM==0x78 samples": the request takes

@@ -30,27 +30,35 @@ pub const LTSSM_TRAINING: u8 = 0x10;
 pub const LTSSM_LINK_LOST: u8 = 0x01;
 
 /// XDATA address of the LTSSM register.
+/// §1.2: the LTSSM state register (0x78 = L0).
 pub const XDATA_LTSSM: u16 = 0xB450;
-/// §1.2 / §1.3 windows.
+/// §1.2 / §1.3: XDATA window onto the first 4 KiB of SRAM.
 pub const XDATA_SRAM_WINDOW: u16 = 0xF000;
+/// §1.3: XDATA window onto the 0x820000 page.
 pub const XDATA_SYS_WINDOW: u16 = 0xA000;
+/// §8: XDATA window onto the admin page at PCIe 0x800000.
 pub const XDATA_ADMIN_WINDOW: u16 = 0xB000;
+/// §1.3: XDATA window onto the completion-queue page.
 pub const XDATA_CQ_WINDOW: u16 = 0xB800;
 /// §1.2: streaming-read chunks are assembled here.
 pub const XDATA_STREAM_BUFFER: u16 = 0x8000;
 
 /// §1: 512 KiB SRAM at PCIe 0x200000, 32 slots of 16 KiB.
 pub const SRAM_PCIE_BASE: u64 = 0x20_0000;
+/// §1: SRAM size in bytes.
 pub const SRAM_SIZE: usize = 512 << 10;
+/// §1: one SRAM slot (the F2 engine's unit of placement).
 pub const SRAM_SLOT_SIZE: usize = 16 << 10;
 /// §1.3: the 0x820000 page (XDATA 0xA000).
 pub const SYS_PAGE_PCIE: u64 = 0x82_0000;
 /// §1.3: the NVMe completion-queue page (XDATA 0xB800). AMD maps it at 0x822000, the NV PR
 /// at 0x828000; the exact aliasing is `[U]` (§14), so both decode to the same page.
 pub const CQ_PAGE_PCIE: u64 = 0x82_2000;
+/// The NV PR's address of the completion-queue page (same page, `[U]`).
 pub const CQ_PAGE_PCIE_ALIAS: u64 = 0x82_8000;
 /// §8: the mock maps XDATA 0xB000 to PCIe 0x800000 (512 B).
 pub const ADMIN_PAGE_PCIE: u64 = 0x80_0000;
+/// §8: bytes of the admin page that are backed.
 pub const ADMIN_PAGE_SIZE: usize = 0x200;
 const PAGE: usize = 0x1000;
 /// §1.2: only 0xB800–0xB8FF of XDATA shows the CQ page.

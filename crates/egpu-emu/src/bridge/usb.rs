@@ -19,6 +19,7 @@ use crate::fault::EndpointFate;
 
 /// The interface's bulk endpoints (§1.1 alt 0).
 pub const EP_BULK_IN: u8 = 0x81;
+/// The bulk OUT endpoint (streaming-write data, F2 SRAM writes).
 pub const EP_BULK_OUT: u8 = 0x02;
 /// Extra endpoints of the USB2 configuration and SuperSpeed alt 1 (legacy UAS layout); the
 /// custom firmware never arms them, so transfers there NAK forever.
@@ -72,7 +73,7 @@ enum Exec {
     Hang,
 }
 
-fn disconnected(what: impl ToString) -> UsbError {
+fn disconnected(what: &dyn std::fmt::Display) -> UsbError {
     UsbError::Disconnected { transfer: what.to_string() }
 }
 
@@ -159,7 +160,7 @@ impl Emu {
     /// `UsbTransport::reset_interface`: SET_INTERFACE(0, alt 0).
     pub(crate) fn reset_interface(&mut self) -> Result<(), UsbError> {
         if !self.usb.plugged {
-            return Err(disconnected("SET_INTERFACE(interface 0, alt 0)"));
+            return Err(disconnected(&"SET_INTERFACE(interface 0, alt 0)"));
         }
         self.stats.standard_requests += 1;
         // Host side: everything in flight is cancelled and forgotten, sticky error included.
@@ -173,7 +174,7 @@ impl Emu {
     /// `UsbTransport::clear_halt`: CLEAR_FEATURE(ENDPOINT_HALT).
     pub(crate) fn clear_halt(&mut self, endpoint: u8) -> Result<(), UsbError> {
         if !self.usb.plugged {
-            return Err(disconnected(format!("CLEAR_FEATURE(ENDPOINT_HALT) on 0x{endpoint:02X}")));
+            return Err(disconnected(&format!("CLEAR_FEATURE(ENDPOINT_HALT) on 0x{endpoint:02X}")));
         }
         if !self.endpoint_exists(endpoint) {
             return Err(UsbError::Failed {
