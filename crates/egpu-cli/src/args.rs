@@ -167,6 +167,9 @@ pub struct RunArgs {
     /// Plain text completion: no chat template.
     #[arg(long)]
     pub raw: bool,
+    /// After each answer, print its token counts (new and cached) and speeds.
+    #[arg(long)]
+    pub verbose: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }

@@ -56,8 +56,7 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
         Some(prompt) => {
             let ids =
                 prompt_tokens(&engine, &prompt, args.format(), args.system.as_deref(), template)?;
-            let finish = answer(&engine, &mut conv, &ids, &options, &mut totals).map(|_| ());
-            finish
+            answer(&engine, &mut conv, &ids, &options, &mut totals, args.verbose).map(|_| ())
         }
         None => chat_loop(&engine, &mut conv, args, &mut options, &mut totals),
     };
@@ -188,6 +187,7 @@ fn answer(
     ids: &[u32],
     options: &GenerateOptions,
     totals: &mut Totals,
+    verbose: bool,
 ) -> Result<String, CliError> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -230,6 +230,16 @@ fn answer(
     let _ = writeln!(out);
     let _ = out.flush();
     totals.add(&outcome.stats);
+    if verbose {
+        let s = &outcome.stats;
+        let mut one = Totals::default();
+        one.add(s);
+        eprintln!(
+            "[{} cached, {}]",
+            plural(s.prompt_tokens - s.prompt_evaluated, "prompt token"),
+            one.summary(0.0).trim_start_matches("load 0 ms | ")
+        );
+    }
     match outcome.finish {
         FinishReason::Cancelled => {
             totals.interrupted = true;
@@ -325,7 +335,7 @@ fn chat_loop(
         }
         turn += 1;
         options.sampler.seed = base_seed.wrapping_add(turn);
-        let reply = answer(engine, conv, &ids, options, totals)?;
+        let reply = answer(engine, conv, &ids, options, totals, args.verbose)?;
         messages.push(ChatMessage::new("assistant", &reply));
     }
     Ok(())

@@ -40,6 +40,8 @@ struct AppState {
     max_body: usize,
     jobs: SyncSender<Job>,
     next_id: AtomicU64,
+    /// Answers stopped because their client went away (reported by /health).
+    cancelled: Arc<AtomicU64>,
 }
 
 enum Prompt {
@@ -138,9 +140,11 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
     );
     let (jobs, queue) = sync_channel::<Job>(args.queue);
     let batch = args.model.batch;
+    let cancelled = Arc::new(AtomicU64::new(0));
+    let counter = cancelled.clone();
     std::thread::Builder::new()
         .name("egpu-model".into())
-        .spawn(move || worker(engine, conv, queue, batch))
+        .spawn(move || worker(engine, conv, queue, batch, &counter))
         .map_err(|e| CliError::Usage(format!("starting the model thread: {e}")))?;
 
     let state = Arc::new(AppState {
@@ -150,10 +154,11 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
         max_body: args.max_body_bytes,
         jobs,
         next_id: AtomicU64::new(1),
+        cancelled,
     });
     let app = Router::new()
         .route("/", get(|| async { Html(CHAT_PAGE) }))
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health", get(health))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
@@ -203,10 +208,12 @@ fn worker(
     mut conv: egpu_llm::engine::Conversation,
     queue: std::sync::mpsc::Receiver<Job>,
     batch: usize,
+    cancelled: &AtomicU64,
 ) {
     for job in queue {
         if job.answer.is_closed() {
-            continue; // the client left while waiting
+            cancelled.fetch_add(1, Ordering::Relaxed); // the client left while waiting
+            continue;
         }
         let ids = match &job.prompt {
             Prompt::Chat(messages) => {
@@ -249,6 +256,9 @@ fn worker(
                 ControlFlow::Continue(())
             }
         });
+        if matches!(&result, Ok(o) if o.finish == FinishReason::Cancelled) {
+            cancelled.fetch_add(1, Ordering::Relaxed);
+        }
         let msg = match result {
             Ok(outcome) => Msg::Done {
                 finish: outcome.finish,
@@ -267,6 +277,10 @@ fn worker(
         };
         let _ = answer.send(msg);
     }
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({"status": "ok", "cancelled": state.cancelled.load(Ordering::Relaxed)}))
 }
 
 fn check_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
