@@ -250,7 +250,7 @@ fn answer(
             conv.capacity()
         ),
         FinishReason::Length => {
-            eprintln!("[stopped: -n/--n-predict {} tokens reached]", outcome.stats.generated)
+            eprintln!("[stopped: the -n/--n-predict limit of {} is reached]", plural(outcome.stats.generated, "token"))
         }
         FinishReason::EndOfText | FinishReason::Stop => {}
     }

@@ -80,7 +80,7 @@ fn help_texts_name_only_what_the_commands_take() {
         "interactive chat",
         "/clear",
         "Ctrl-C",
-        "allowed",
+        "0 to 100",
         "-1: from the clock",
     ] {
         assert!(out.contains(flag), "`egpu run --help` lacks {flag:?}:\n{out}");

@@ -19,8 +19,9 @@ def main():
     child.expect(r"prompt: 16/(\d+) tokens")
     total = int(child.match.group(1))
     child.expect(rf"prompt: 32/{total} tokens")
+    child.expect_exact(f"prompt: {total}/{total} tokens")
     # Some answer text, then Ctrl-C.
-    child.expect(r"\w+\W+\w+\W+\w+")
+    child.expect(r"\d+, \d+, \d+")
     child.sendintr()
     child.expect(r"\[interrupted\]")
     child.expect(rf"load \d+ ms \| prompt {total} tokens: [\d.]+ ms/token, [\d.]+ tokens/s \| decode \d+ tokens?: ")
