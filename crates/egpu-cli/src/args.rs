@@ -222,6 +222,9 @@ pub struct ServeArgs {
     /// Requests that may wait for the model; more get 503, 1 to 1024.
     #[arg(long, default_value_t = 64, value_name = "N", value_parser = queue_limit)]
     pub queue: usize,
+    /// Sampling for requests that leave a field out (a request's own fields win).
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 fn number<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {

@@ -42,6 +42,9 @@ struct AppState {
     next_id: AtomicU64,
     /// Answers stopped because their client went away (reported by /health).
     cancelled: Arc<AtomicU64>,
+    /// Sampling for fields a request leaves out, and the seed flag (-1: from the clock).
+    defaults: SamplerConfig,
+    seed: i128,
 }
 
 enum Prompt {
@@ -155,6 +158,8 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
         jobs,
         next_id: AtomicU64::new(1),
         cancelled,
+        defaults: args.sampling.config(),
+        seed: args.sampling.seed,
     });
     let app = Router::new()
         .route("/", get(|| async { Html(CHAT_PAGE) }))
@@ -385,18 +390,19 @@ fn common(state: &AppState, body: &Value) -> Result<Common, ApiError> {
             }),
         }
     };
+    let d = &state.defaults;
     let sampler = SamplerConfig {
-        temperature: float("temperature", 0.8)?,
-        top_p: float("top_p", 0.95)?,
-        min_p: float("min_p", 0.05)?,
-        repeat_penalty: float("repeat_penalty", 1.0)?,
+        temperature: float("temperature", d.temperature)?,
+        top_p: float("top_p", d.top_p)?,
+        min_p: float("min_p", d.min_p)?,
+        repeat_penalty: float("repeat_penalty", d.repeat_penalty)?,
         top_k: match int("top_k")? {
-            None => 40,
+            None => d.top_k,
             Some(k) => usize::try_from(k)
                 .map_err(|_| ApiError::bad_request("`top_k` must be 0 or more", Some("top_k")))?,
         },
-        repeat_last_n: 64,
-        seed: resolve_seed(int("seed")?.map_or(-1, i128::from)),
+        repeat_last_n: d.repeat_last_n,
+        seed: resolve_seed(int("seed")?.map_or(state.seed, i128::from)),
     };
     sampler.validate().map_err(|e| ApiError::bad_request(e.to_string(), None))?;
     if let Some(n) = int("n")? {

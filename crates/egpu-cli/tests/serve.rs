@@ -42,7 +42,8 @@ fn chat_page_streams_an_answer_in_headless_chromium() {
         ));
         return;
     }
-    let server = Server::start(&model, &[]);
+    // Greedy and short by default, so that the page's answers are known.
+    let server = Server::start(&model, &["--temp", "0", "--max-tokens-limit", "48"]);
     let shot = std::env::var("EGPU_SCREENSHOT").unwrap_or_else(|_| {
         std::env::temp_dir().join("egpu-chat-page.png").to_string_lossy().into_owned()
     });
