@@ -143,11 +143,12 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
     );
     let (jobs, queue) = sync_channel::<Job>(args.queue);
     let batch = args.model.batch;
+    let template = args.model.chat_template.clone();
     let cancelled = Arc::new(AtomicU64::new(0));
     let counter = cancelled.clone();
     std::thread::Builder::new()
         .name("egpu-model".into())
-        .spawn(move || worker(engine, conv, queue, batch, &counter))
+        .spawn(move || worker(engine, conv, queue, batch, template.as_deref(), &counter))
         .map_err(|e| CliError::Usage(format!("starting the model thread: {e}")))?;
 
     let state = Arc::new(AppState {
@@ -213,6 +214,7 @@ fn worker(
     mut conv: egpu_llm::engine::Conversation,
     queue: std::sync::mpsc::Receiver<Job>,
     batch: usize,
+    template: Option<&str>,
     cancelled: &AtomicU64,
 ) {
     for job in queue {
@@ -222,7 +224,7 @@ fn worker(
         }
         let ids = match &job.prompt {
             Prompt::Chat(messages) => {
-                engine.chat_prompt(messages, None).and_then(|t| engine.tokenize(&t, true))
+                engine.chat_prompt(messages, template).and_then(|t| engine.tokenize(&t, true))
             }
             Prompt::Text(text) => engine.tokenize(text, false),
         };

@@ -188,6 +188,16 @@ fn a_run_reports_counts_and_speeds_and_takes_llama_cpp_flags() {
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("the context of 24 positions is full"), "{err}");
+    // --chat-template replaces the model's template.
+    let out = egpu(&[
+        "run",
+        m,
+        "-p",
+        "x",
+        "--chat-template",
+        "{{ raise_exception('custom template used') }}",
+    ]);
+    assert!(stderr(&out).contains("custom template used"), "{}", stderr(&out));
     let out = egpu(&["run", m, "-p", "x", "-c", "100000"]);
     assert!(stderr(&out).contains("larger than the model's context of 8192"), "{}", stderr(&out));
 }
