@@ -17,7 +17,7 @@ pub struct ModelArgs {
     #[arg(value_name = "MODEL.gguf", required_unless_present = "model_flag")]
     pub model: Option<PathBuf>,
     /// GGUF model file, as llama.cpp's -m.
-    #[arg(short = 'm', long = "model", value_name = "MODEL.gguf", conflicts_with = "model")]
+    #[arg(short = 'm', long = "model", value_name = "MODEL.gguf")]
     pub model_flag: Option<PathBuf>,
     /// Context size in tokens; 0: the model's own [default: 4096, at most the model's].
     #[arg(short = 'c', long = "ctx-size", visible_alias = "ctx", value_name = "N", value_parser = ctx_size)]
@@ -45,6 +45,18 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The model named both ways is an error (`egpu serve -m A.gguf B.gguf`).
+    pub fn check_once(&self) -> Result<(), String> {
+        match (&self.model, &self.model_flag) {
+            (Some(a), Some(b)) => Err(format!(
+                "the model is given twice ({} and -m {}); give it once",
+                a.display(),
+                b.display()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub fn path(&self) -> PathBuf {
         self.model.clone().or_else(|| self.model_flag.clone()).unwrap_or_default()
     }
@@ -175,6 +187,22 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// With -m, the first plain argument is the prompt (`egpu run -m M.gguf "Hi"`).
+    pub fn normalize(&mut self) -> Result<(), String> {
+        if self.model.model_flag.is_none() {
+            return Ok(());
+        }
+        let Some(first) = self.model.model.take() else { return Ok(()) };
+        if self.prompt_arg.is_some() || self.prompt.is_some() || self.file.is_some() {
+            return Err(format!(
+                "the model is given twice ({} and -m); give it once, then the prompt",
+                first.display()
+            ));
+        }
+        self.prompt_arg = Some(first.to_string_lossy().into_owned());
+        Ok(())
+    }
+
     pub fn max_tokens(&self) -> Option<usize> {
         usize::try_from(self.n_predict).ok()
     }

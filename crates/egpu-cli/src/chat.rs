@@ -19,6 +19,9 @@ static STOP: AtomicBool = AtomicBool::new(false);
 static GENERATING: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: &RunArgs) -> Result<(), CliError> {
+    let mut args = args.clone();
+    args.normalize().map_err(CliError::Usage)?;
+    let args = &args;
     args.model.note_ignored();
     let prompt = read_prompt(args)?;
     let interactive = prompt.is_none();

@@ -103,6 +103,7 @@ impl IntoResponse for ApiError {
 }
 
 pub fn run(args: &ServeArgs) -> Result<(), CliError> {
+    args.model.check_once().map_err(CliError::Usage)?;
     args.model.note_ignored();
     let api_key = args
         .api_key

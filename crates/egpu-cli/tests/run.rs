@@ -188,6 +188,22 @@ fn a_run_reports_counts_and_speeds_and_takes_llama_cpp_flags() {
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("the context of 24 positions is full"), "{err}");
+    // With -m, the first plain argument is the prompt.
+    let out = egpu(&[
+        "run",
+        "-m",
+        m,
+        "What is the capital of France?",
+        "--temp",
+        "0",
+        "-t",
+        "2",
+        "-n",
+        "16",
+    ]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), answer);
+    let out = egpu(&["run", "-m", m, m, "-p", "x"]);
+    assert!(stderr(&out).contains("given twice"), "{}", stderr(&out));
     // --chat-template replaces the model's template.
     let out = egpu(&[
         "run",
