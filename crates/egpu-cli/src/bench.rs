@@ -16,13 +16,17 @@ use crate::error::CliError;
 pub struct BenchArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// MiB moved by each streaming and DMA measurement.
-    #[arg(long, default_value_t = 1024)]
+    /// MiB moved by each streaming and DMA measurement, 1 to 65536 (the emulated eGPU holds
+    /// the data in host memory: at most 1024 there).
+    #[arg(long, default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
     pub size_mib: usize,
-    /// Operations per single-TLP measurement.
-    #[arg(long, default_value_t = 2000)]
+    /// Operations per single-TLP measurement, 1 to 1000000.
+    #[arg(long, default_value_t = 2000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub ops: usize,
 }
+
+/// The emulated VRAM lives in host memory; more than this risks the OOM killer on small machines.
+const EMULATED_MAX_MIB: usize = 1024;
 
 /// 1 GiB at a 10 Gb/s line rate (the ASM2464PD on USB 3.2 Gen 2).
 const WIRE_SECONDS_PER_GIB_10G: f64 = (1u64 << 30) as f64 * 8.0 / 10e9;
@@ -38,6 +42,12 @@ struct Row {
 
 pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let target = args.device.target()?;
+    if matches!(target, egpu::DeviceName::Emu(_)) && args.size_mib > EMULATED_MAX_MIB {
+        return Err(CliError::Usage(format!(
+            "--size-mib {} is more than the emulated eGPU can hold in host memory; allowed 1 to {EMULATED_MAX_MIB}",
+            args.size_mib
+        )));
+    }
     let mut bridge = device::open(&target)?;
     let topology = bridge.bring_up()?;
     let gpu = topology.gpu().ok_or(LinkError::NoGpu)?.clone();

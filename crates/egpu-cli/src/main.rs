@@ -1,6 +1,8 @@
 //! `egpu`: drive an external GPU from user space.
 
+mod args;
 mod bench;
+mod chat;
 mod demo;
 mod device;
 mod error;
@@ -8,6 +10,7 @@ mod firmware;
 mod gpu;
 mod info;
 mod list;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -46,8 +49,10 @@ enum Command {
     Demo(DemoArgs),
     /// Linux: print (or install) the udev rule that lets your user open the bridge.
     Setup(SetupArgs),
-    /// Run a GGUF language model: stream its answer to PROMPT, then prompt and decode tokens/s.
-    Run(egpu_llm::RunArgs),
+    /// Run a GGUF language model: answer PROMPT, or chat interactively without one.
+    Run(args::RunArgs),
+    /// Serve a GGUF model over an OpenAI-compatible HTTP API, with a chat page at /.
+    Serve(args::ServeArgs),
     /// AMD GPU firmware files.
     Firmware {
         #[command(subcommand)]
@@ -71,13 +76,16 @@ struct ListArgs {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Per operation: USB transfers, bytes on the wire, time and host CPU cost.
+    #[command(mut_arg("device", |a| a.help(
+        "Bridge from `egpu list`: usb:BUS-ADDR, emu, emu:navi31, emu:ga102 or emu:none"
+    )))]
     Link(bench::BenchArgs),
 }
 
 #[derive(Args)]
 struct DemoArgs {
-    /// Which GPU the emulated eGPU carries: navi31 or ga102.
-    #[arg(long, default_value = "navi31")]
+    /// Which GPU the emulated eGPU carries.
+    #[arg(long, default_value = "navi31", value_parser = ["navi31", "ga102", "none"])]
     gpu: String,
 }
 
@@ -89,7 +97,12 @@ struct SetupArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // llama.cpp spells GPU offload `-ngl`, which is not a clap short flag.
+    let argv = std::env::args_os().map(|a| if a == "-ngl" { "--n-gpu-layers".into() } else { a });
+    let cli = Cli::parse_from(argv);
+    if !matches!(cli.command, Command::Serve(_)) {
+        end_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::List(args) => list::run(args.emulated),
         Command::Info(args) => info::run(&args),
@@ -97,7 +110,8 @@ fn main() -> ExitCode {
         Command::Bench { what: None, gpu } => gpu::bench(&gpu),
         Command::Demo(args) => demo::run(&args.gpu),
         Command::Setup(args) => setup(args.install),
-        Command::Run(args) => egpu_llm::run(&args).map_err(CliError::from),
+        Command::Run(args) => chat::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Firmware { what: FirmwareCommand::Check(args) } => {
             egpu_amd::firmware::firmware_check(&args.into()).map_err(CliError::from)
         }
@@ -105,12 +119,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
+            eprintln!("{}", error_report(&error));
             ExitCode::FAILURE
         }
     }
@@ -141,4 +150,51 @@ fn setup(install: bool) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("installing the udev rule: {e}")))?;
     println!("installed {}; udev reloaded. Replug the bridge.", path.display());
     Ok(())
+}
+
+/// `error: ...` plus each cause whose text the lines above do not already contain (most of
+/// our errors embed their cause in their own message).
+fn error_report(error: &dyn std::error::Error) -> String {
+    let mut report = format!("error: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !report.contains(&text) {
+            report.push_str(&format!("\n  caused by: {text}"));
+        }
+        source = cause.source();
+    }
+    report
+}
+
+/// A closed stdout (`egpu ... | head -1`) ends the program quietly, as it ends `cat`: Rust
+/// ignores SIGPIPE, which turns every later print into a panic; the default action exits.
+/// Not for `serve`, whose sockets must survive clients that hang up.
+fn end_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE at start-up, before any thread is
+    // started; no handler of ours is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("opening x: {0}")]
+    struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Plain(#[source] std::io::Error);
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = || std::io::Error::other("No such device");
+        assert_eq!(error_report(&Outer(io())), "error: opening x: No such device");
+        assert_eq!(error_report(&Plain(io())), "error: outer\n  caused by: No such device");
+    }
 }

@@ -440,6 +440,12 @@ impl<B: Backend> Session<B> {
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+
+    /// Forgets every position from `pos` on, so that a conversation can resume from a shared
+    /// prefix (the cache rows there are overwritten by the next forward).
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
 }
 
 fn vector<B: Backend>(

@@ -33,6 +33,50 @@ impl Default for SamplerConfig {
     }
 }
 
+/// A sampling setting outside its meaningful range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{name} is {value}: {allowed}")]
+pub struct SamplerError {
+    /// The setting (named as on the command line).
+    pub name: &'static str,
+    /// The value given.
+    pub value: String,
+    /// The allowed range, in words.
+    pub allowed: &'static str,
+}
+
+/// Allowed ranges of the settings, as the errors state them.
+pub mod ranges {
+    /// Temperature.
+    pub const TEMPERATURE: (f32, f32) = (0.0, 100.0);
+    /// Repetition penalty.
+    pub const REPEAT_PENALTY: (f32, f32) = (0.0, 10.0);
+}
+
+impl SamplerConfig {
+    /// Checks every setting's range (NaN and infinities are refused everywhere).
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        let err = |name, value: f32, allowed| {
+            Err(SamplerError { name, value: value.to_string(), allowed })
+        };
+        let (t_lo, t_hi) = ranges::TEMPERATURE;
+        if !(t_lo..=t_hi).contains(&self.temperature) {
+            return err("temperature", self.temperature, "allowed 0 to 100 (0: greedy)");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return err("top-p", self.top_p, "allowed above 0 up to 1 (1: off)");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return err("min-p", self.min_p, "allowed 0 to 1 (0: off)");
+        }
+        let (r_lo, r_hi) = ranges::REPEAT_PENALTY;
+        if !(self.repeat_penalty > r_lo && self.repeat_penalty <= r_hi) {
+            return err("repeat-penalty", self.repeat_penalty, "allowed above 0 up to 10 (1: off)");
+        }
+        Ok(())
+    }
+}
+
 /// A sampler with its own random state.
 #[derive(Debug, Clone)]
 pub struct Sampler {
@@ -72,15 +116,17 @@ impl Sampler {
                 }
             }
         }
-        if c.temperature <= 0.0 {
+        // Out-of-range settings are refused by `validate`; here they must merely not panic,
+        // so anything that is not a positive finite temperature is greedy.
+        if !(c.temperature > 0.0 && c.temperature.is_finite()) {
             return argmax(&logits);
         }
         // Candidates sorted by logit, best first (ties: lower id first, for determinism).
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
-            .filter(|(_, l)| !l.is_nan())
             .map(|(i, &l)| (i as u32, l / c.temperature))
+            .filter(|(_, l)| !l.is_nan())
             .collect();
         if cand.is_empty() {
             return 0;
@@ -96,7 +142,8 @@ impl Sampler {
         if c.min_p > 0.0 {
             let max = cand.iter().fold(f32::NEG_INFINITY, |m, &(_, l)| m.max(l));
             let floor = max + c.min_p.ln();
-            cand.retain(|&(_, l)| l >= floor);
+            // The top token always survives, even with min_p above 1.
+            cand.retain(|&(_, l)| l >= floor.min(max));
         }
         cand.sort_by(order);
         let max = cand[0].1;
@@ -186,6 +233,37 @@ mod tests {
         // min_p 0.3 keeps tokens with p >= 0.3 × 0.56 = 0.17: two tokens.
         let c = counts(SamplerConfig { min_p: 0.3, ..base }, &LOGITS, 5000);
         assert!(c[1] > 0 && c[2..].iter().all(|&x| x == 0), "{c:?}");
+    }
+
+    #[test]
+    fn out_of_range_settings_never_panic_and_are_refused() {
+        let cases = [
+            SamplerConfig { temperature: 1.0, min_p: 2.0, ..Default::default() },
+            SamplerConfig { temperature: f32::NAN, min_p: 0.05, ..Default::default() },
+            SamplerConfig { temperature: f32::INFINITY, ..Default::default() },
+            SamplerConfig { temperature: 1.0, top_p: 5.0, top_k: 3, ..Default::default() },
+            SamplerConfig { temperature: 1.0, top_p: 0.0, ..Default::default() },
+            SamplerConfig { temperature: -1.0, ..Default::default() },
+            SamplerConfig { repeat_penalty: 0.0, ..Default::default() },
+        ];
+        for cfg in cases {
+            let mut s = Sampler::new(cfg.clone());
+            let id = s.sample(&LOGITS, &[0, 1]);
+            assert!((id as usize) < LOGITS.len(), "{cfg:?}");
+            let err = cfg.validate().expect_err("out of range");
+            assert!(err.to_string().contains("allowed"), "{err}");
+        }
+        // min-p above 1 keeps only the top token.
+        let mut s =
+            Sampler::new(SamplerConfig { temperature: 1.0, min_p: 2.0, ..Default::default() });
+        assert_eq!(s.sample(&LOGITS, &[]), 0);
+        assert_eq!(SamplerConfig::default().validate(), Ok(()));
+        let all_nan = [f32::NAN; 3];
+        assert!(
+            Sampler::new(SamplerConfig { temperature: 1.0, ..Default::default() })
+                .sample(&all_nan, &[])
+                < 3
+        );
     }
 
     #[test]

@@ -96,42 +96,29 @@ fn prefill_chunking_does_not_change_the_result() {
 
 #[test]
 fn run_command_streams_a_greedy_chat_answer() {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        run: egpu_llm::RunArgs,
-    }
+    use egpu_llm::run::{PromptFormat, RunOptions};
     let Some(path) = smollm2_gguf("run_command_streams_a_greedy_chat_answer") else { return };
-    let cli = Cli::try_parse_from([
-        "egpu-run",
-        path.to_str().unwrap(),
-        "-p",
-        "What is the capital of France?",
-        "--chat",
-        "-n",
-        "12",
-        "--temp",
-        "0",
-        "-t",
-        "2",
-    ])
-    .unwrap();
+    let mut opts = RunOptions::new(&path, "What is the capital of France?");
+    opts.format = PromptFormat::Chat;
+    opts.generate.max_tokens = Some(12);
+    opts.load.threads = 2;
     let mut out = Vec::new();
-    let stats = egpu_llm::run::generate(&cli.run, &mut out).unwrap();
+    let outcome = egpu_llm::run::generate(&opts, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("Paris"), "{text:?}");
+    assert_eq!(text, outcome.text);
     assert!(!text.contains("<|im_end|>"), "generation stops at the end-of-turn token: {text:?}");
-    assert!(stats.decode_tokens >= 1 && stats.decode_tokens <= 12);
-    assert!(stats.prompt_tokens > 10 && stats.prompt_tps > 0.0);
+    let stats = outcome.stats;
+    assert!(stats.generated >= 1 && stats.generated <= 12);
+    assert!(stats.prompt_tokens > 10 && stats.prompt_rate().is_some());
 
     // A wrong device and a non-GGUF file give errors that name what was found.
-    let mut bad = cli.run.clone();
-    bad.device = "vulkan".into();
+    let mut bad = opts.clone();
+    bad.load.device = "vulkan".into();
     let e = egpu_llm::run::generate(&bad, &mut Vec::new()).unwrap_err().to_string();
     assert!(e.contains("vulkan"), "{e}");
-    let mut bad = cli.run.clone();
+    let mut bad = opts.clone();
     bad.model = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let e = egpu_llm::run::generate(&bad, &mut Vec::new()).unwrap_err().to_string();
-    assert!(e.contains("bad magic"), "{e}");
+    assert!(e.contains("bad magic") && e.contains("Cargo.toml"), "{e}");
 }
