@@ -10,6 +10,9 @@
 //! Vendor drivers plug in below through the small [`backend::Backend`] trait, so the
 //! runtime's own logic (argument layout, staging, graph replay) tests without hardware.
 
+/// `egpu bench nv:N`: the benchmark measured through the runtime, and its CUDA peer.
+#[cfg(feature = "nv")]
+pub mod bench;
 mod device;
 #[cfg(feature = "emu")]
 mod emulated_copy;

@@ -99,6 +99,7 @@ impl Backend for CpuBackend {
             memory_bytes: 1 << 30,
             compute_units: 1,
             max_threads_per_block: 1024,
+            pci_address: None,
         }
     }
     fn alloc(&mut self, size: u64, kind: MemoryKind) -> Result<BufferId, Error> {
