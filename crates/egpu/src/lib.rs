@@ -10,7 +10,7 @@
 //! Vendor drivers plug in below through the small [`backend::Backend`] trait, so the
 //! runtime's own logic (argument layout, staging, graph replay) tests without hardware.
 
-/// `egpu bench nv:N`: the benchmark measured through the runtime, and its CUDA peer.
+// `egpu bench nv:N` needs NVRTC (egpu-nv) to compile its kernels.
 #[cfg(feature = "nv")]
 pub mod bench;
 mod device;
