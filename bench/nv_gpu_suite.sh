@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# NVIDIA GPU test suite + benchmark, built here and run on a GPU machine without Rust.
+# NVIDIA GPU test suite + benchmark, built here and run on a GPU machine without Rust. Both
+# go through the runtime (egpu::Device on nv:N, egpu-nv's runtime adapter underneath); the
+# suite is crates/egpu/examples/nv_suite.rs.
 #
 #   bench/nv_gpu_suite.sh build   # on a build machine: release binary -> .device/nv/nv_suite
 #   bench/nv_gpu_suite.sh run     # on the GPU machine (carry .device/nv): suite, then benchmark
@@ -15,7 +17,7 @@ out=.device/nv
 mode=${1:-all}
 
 build() {
-    CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} cargo build --release -p egpu-nv --example nv_suite
+    CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} cargo build --release -p egpu --example nv_suite
     mkdir -p "$out"
     cp "${CARGO_TARGET_DIR:-target}/release/examples/nv_suite" "$out/nv_suite"
     echo "built $out/nv_suite"

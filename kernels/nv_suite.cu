@@ -1,4 +1,4 @@
-// Kernels for the NVIDIA GPU test suite and benchmark (crates/egpu-nv/examples/nv_suite.rs).
+// Kernels for the NVIDIA GPU test suite and benchmark (crates/egpu/examples/nv_suite.rs).
 // Compiled at run time by NVRTC for the device's sm; extern "C" keeps the names plain.
 
 extern "C" __global__ void empty() {}

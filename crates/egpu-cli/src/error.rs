@@ -8,10 +8,7 @@ pub enum CliError {
     #[error(transparent)]
     Link(#[from] egpu::link::LinkError),
     #[error(transparent)]
-    Nvidia(#[from] egpu_nv::NvError),
-    #[cfg(target_os = "linux")]
-    #[error("CUDA peer: {0}")]
-    CudaPeer(#[from] egpu_nv::cuda_peer::CudaError),
+    Bench(#[from] egpu::bench::BenchError),
     #[error(transparent)]
     Model(#[from] egpu_llm::LlmError),
     #[error(transparent)]

@@ -34,6 +34,9 @@ pub struct DeviceProperties {
     pub compute_units: u32,
     /// Most threads one block (workgroup) may have.
     pub max_threads_per_block: u32,
+    /// PCI address `domain:bus:device.function` where the host knows it (a GPU behind a
+    /// vendor kernel driver); `None` for devices reached another way (USB bridges, software).
+    pub pci_address: Option<String>,
 }
 
 /// Where a buffer lives.
@@ -209,6 +212,14 @@ pub trait Backend: Send {
     /// Queue the commands for execution in order, with every signal/wait value raised by
     /// `signal_offset`; returns once they are handed to the device.
     fn submit(&mut self, list: &CommandList, signal_offset: u64) -> Result<(), Error>;
+    /// Like [`Backend::submit`], but the commands need not wait for earlier submissions: the
+    /// device may run them alongside work still executing (a copy on the copy engine while a
+    /// kernel runs). Later submissions are ordered after these; what they depend on from before
+    /// must be ordered with `Wait` commands. The default runs them in order, which is always
+    /// allowed.
+    fn submit_unordered(&mut self, list: &CommandList, signal_offset: u64) -> Result<(), Error> {
+        self.submit(list, signal_offset)
+    }
     /// Replay a recorded list with signal values raised by `signal_offset`.
     ///
     /// The default submits the list again; a backend may instead keep a prebuilt command

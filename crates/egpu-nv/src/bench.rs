@@ -1,5 +1,6 @@
 //! `egpu bench nv:N`: launch latency, launch throughput, copy and memory bandwidth — measured
-//! on our runtime and, as the peer, on NVIDIA's CUDA driver API (libcuda) on the same GPU.
+//! on our runtime (`egpu::bench`, through `egpu::Device` and this crate's runtime adapter) and,
+//! as the peer, on NVIDIA's CUDA driver API (libcuda) on the same GPU.
 //!
 //! Both sides run the same kernels (one NVRTC cubin) through one measuring routine,
 //! [`measure`], over the small [`BenchTarget`] trait, so every figure means the same thing on
@@ -15,11 +16,9 @@
 //! - `stream_gbps`: a grid-stride float4 copy kernel, bytes read + written, best of 5.
 //!
 //! The CUDA side runs in a child process ([`PEER_FLAG`]) so that libcuda and our RM client
-//! never share a process (both register the GPU with UVM).
+//! never share a process (both register the GPU with UVM). Everything here but the peer is
+//! vendor-blind; it lives beside the peer because the peer needs [`measure`] too.
 
-use crate::device::{NvBuffer, NvCommand, NvDevice};
-use crate::nvrtc::Nvrtc;
-use crate::NvError;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -202,6 +201,55 @@ pub enum CopyDirection {
     DeviceToDevice,
 }
 
+/// What [`measure`] asks of a target, counted: the workload both sides get. A target of its
+/// own, so that a test of another side can compare what that side was asked to do with this.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Workload {
+    /// Empty-kernel launches.
+    pub launches: u32,
+    /// Stream-kernel launches.
+    pub streams: u32,
+    /// Copies, indexed by [`CopyDirection`] as `usize`.
+    pub copies: [u32; 3],
+    /// Waits for all queued work.
+    pub finishes: u32,
+    /// Empty-kernel launches not yet followed by a finish (what the tests check ends at 0).
+    pending: u32,
+}
+
+impl Workload {
+    /// The workload of one [`measure`] run.
+    pub fn of_measure(copy_bytes: u64) -> Workload {
+        let mut workload = Workload::default();
+        match measure(&mut workload, String::new(), copy_bytes) {
+            Ok(_) => workload,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl BenchTarget for Workload {
+    type Error = std::convert::Infallible;
+    fn launch_empty(&mut self) -> Result<(), Self::Error> {
+        self.launches += 1;
+        self.pending += 1;
+        Ok(())
+    }
+    fn launch_stream(&mut self) -> Result<(), Self::Error> {
+        self.streams += 1;
+        Ok(())
+    }
+    fn copy(&mut self, direction: CopyDirection) -> Result<(), Self::Error> {
+        self.copies[direction as usize] += 1;
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), Self::Error> {
+        self.finishes += 1;
+        self.pending = 0;
+        Ok(())
+    }
+}
+
 /// Launches per timed batch for the submit cost.
 const SUBMIT_BATCH: u32 = 256;
 /// Timed batches.
@@ -296,59 +344,6 @@ pub fn stream_elements(copy_bytes: u64) -> u64 {
 /// Wait limit for the whole CUDA peer process.
 const PEER_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Wait limit for one `finish`.
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Our runtime as a [`BenchTarget`].
-struct Ours {
-    dev: NvDevice,
-    program: u64,
-    signal: u32,
-    value: u64,
-    host: NvBuffer,
-    a: NvBuffer,
-    b: NvBuffer,
-    copy_bytes: u64,
-    stream_args: Vec<u8>,
-}
-
-impl BenchTarget for Ours {
-    type Error = NvError;
-    fn launch_empty(&mut self) -> Result<(), NvError> {
-        self.dev.submit(&[NvCommand::Launch {
-            program: self.program,
-            kernel: "empty",
-            grid: [1, 1, 1],
-            block: [1, 1, 1],
-            dynamic_shared_bytes: 0,
-            args: &[],
-        }])
-    }
-    fn launch_stream(&mut self) -> Result<(), NvError> {
-        self.dev.submit(&[NvCommand::Launch {
-            program: self.program,
-            kernel: "stream_copy",
-            grid: [stream_grid(self.dev.sm_count()), 1, 1],
-            block: [256, 1, 1],
-            dynamic_shared_bytes: 0,
-            args: &self.stream_args,
-        }])
-    }
-    fn copy(&mut self, direction: CopyDirection) -> Result<(), NvError> {
-        let (src, dst) = match direction {
-            CopyDirection::HostToDevice => (self.host.va, self.a.va),
-            CopyDirection::DeviceToHost => (self.a.va, self.host.va),
-            CopyDirection::DeviceToDevice => (self.a.va, self.b.va),
-        };
-        self.dev.submit(&[NvCommand::Copy { src, dst, len: self.copy_bytes }])
-    }
-    fn finish(&mut self) -> Result<(), NvError> {
-        self.value += 1;
-        self.dev.submit(&[NvCommand::Signal { slot: self.signal, value: self.value }])?;
-        self.dev.wait_signal(self.signal, self.value, Instant::now() + TIMEOUT)
-    }
-}
-
 /// Which GPU and SM the CUDA peer must measure so that both sides run the same kernels on the
 /// same device: the PCI bus id (CUDA's ordinals differ from `nv:N` under
 /// `CUDA_VISIBLE_DEVICES`) and the SM our side compiled for.
@@ -374,39 +369,8 @@ impl PeerSpec {
     }
 }
 
-/// Measure our runtime on `nv:<index>`; also says what the CUDA peer must measure.
-pub fn run(index: u32, copy_bytes: u64) -> Result<(BenchReport, PeerSpec), NvError> {
-    let mut dev = NvDevice::open(index)?;
-    let nvrtc = Nvrtc::load()?;
-    let cubin = nvrtc.compile_for_sm(KERNELS, "nv_suite.cu", dev.arch().sm(), &[])?;
-    let program = dev.load_program(&cubin)?;
-    let signal = dev.create_signal()?;
-    let host = dev.alloc(copy_bytes, true)?;
-    let a = dev.alloc(copy_bytes, false)?;
-    let b = dev.alloc(copy_bytes, false)?;
-    let mut stream_args = Vec::with_capacity(24);
-    stream_args.extend(a.va.to_le_bytes());
-    stream_args.extend(b.va.to_le_bytes());
-    stream_args.extend(stream_elements(copy_bytes).to_le_bytes());
-    let peer = PeerSpec { pci_bus_id: dev.pci_address().to_string(), sm: dev.arch().sm() };
-    let device = format!(
-        "nv:{index} {} ({}) sm_{}, {} SMs, driver {}",
-        dev.name(),
-        dev.pci_address(),
-        dev.arch().sm(),
-        dev.sm_count(),
-        dev.driver_version()
-    );
-    let mut ours = Ours { dev, program, signal, value: 0, host, a, b, copy_bytes, stream_args };
-    let report = measure(&mut ours, device, copy_bytes);
-    for buffer in [ours.host, ours.a, ours.b] {
-        ours.dev.free(buffer);
-    }
-    Ok((report?, peer))
-}
-
 /// Measure the CUDA peer by running this executable again with `peer_args` (which must make
-/// it call [`crate::cuda_peer::run`] and print the report), and read its report.
+/// it measure the peer (`crate::cuda_peer::run`) and print the report), and read its report.
 pub fn run_peer_process(peer_args: &[String]) -> Result<BenchReport, String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
     let mut child = std::process::Command::new(&exe)
@@ -452,41 +416,10 @@ pub fn run_peer_process(peer_args: &[String]) -> Result<BenchReport, String> {
 mod tests {
     use super::*;
 
-    /// A target whose operations count themselves: checks what `measure` asks for.
-    #[derive(Default)]
-    struct Counting {
-        launches: u32,
-        streams: u32,
-        copies: [u32; 3],
-        finishes: u32,
-        pending: u32,
-    }
-
-    impl BenchTarget for Counting {
-        type Error = String;
-        fn launch_empty(&mut self) -> Result<(), String> {
-            self.launches += 1;
-            self.pending += 1;
-            Ok(())
-        }
-        fn launch_stream(&mut self) -> Result<(), String> {
-            self.streams += 1;
-            Ok(())
-        }
-        fn copy(&mut self, direction: CopyDirection) -> Result<(), String> {
-            self.copies[direction as usize] += 1;
-            Ok(())
-        }
-        fn finish(&mut self) -> Result<(), String> {
-            self.finishes += 1;
-            self.pending = 0;
-            Ok(())
-        }
-    }
-
     #[test]
     fn both_sides_get_the_same_workload() {
-        let mut t = Counting::default();
+        // `Workload` is the target whose operations count themselves.
+        let mut t = Workload::default();
         let report = measure(&mut t, "counting".into(), 1 << 20).unwrap();
         assert_eq!(
             t.launches,
@@ -497,6 +430,7 @@ mod tests {
         assert_eq!(t.finishes, 1 + SUBMIT_BATCHES + ROUND_TRIPS + 1 + 4 * BANDWIDTH_RUNS);
         assert_eq!(t.pending, 0, "every launch is waited for");
         assert!(report.launch_submit_us >= 0.0 && report.h2d_gbps > 0.0);
+        assert_eq!(Workload::of_measure(1 << 20), t);
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! [`launch`] (encoders), [`arch`] (per-architecture facts), [`cubin`], [`nvrtc`].
 
 pub mod arch;
-#[cfg(target_os = "linux")]
 pub mod bench;
 pub mod cubin;
 #[cfg(target_os = "linux")]

@@ -73,6 +73,7 @@ impl Backend for NvBackend {
             memory_bytes: self.dev.memory_bytes().unwrap_or(0),
             compute_units: self.dev.sm_count(),
             max_threads_per_block: crate::launch::MAX_THREADS_PER_BLOCK,
+            pci_address: Some(self.dev.pci_address().to_string()),
         }
     }
     fn alloc(&mut self, size: u64, kind: MemoryKind) -> Result<BufferId, Error> {
@@ -142,6 +143,23 @@ impl Backend for NvBackend {
             .map_err(|e| backend_err("set signal", &self.name, e))
     }
     fn submit(&mut self, list: &CommandList, signal_offset: u64) -> Result<(), Error> {
+        self.submit_on(list, signal_offset, false)
+    }
+    fn submit_unordered(&mut self, list: &CommandList, signal_offset: u64) -> Result<(), Error> {
+        self.submit_on(list, signal_offset, true)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl NvBackend {
+    /// Translate and submit; `unordered` skips the hand-off from the previous submission's
+    /// channel (`NvDevice::submit_concurrent`).
+    fn submit_on(
+        &mut self,
+        list: &CommandList,
+        signal_offset: u64,
+        unordered: bool,
+    ) -> Result<(), Error> {
         use crate::device::NvCommand;
         let mut out = Vec::with_capacity(list.commands.len());
         for c in &list.commands {
@@ -167,6 +185,8 @@ impl Backend for NvBackend {
                 }
             });
         }
-        self.dev.submit(&out).map_err(|e| backend_err("submit", &self.name, e))
+        let submitted =
+            if unordered { self.dev.submit_concurrent(&out) } else { self.dev.submit(&out) };
+        submitted.map_err(|e| backend_err("submit", &self.name, e))
     }
 }

@@ -554,6 +554,20 @@ impl Queue {
         Ok(())
     }
 
+    /// Like [`Queue::submit`], but the work need not wait for earlier submissions: the device
+    /// may run it alongside work still executing (a copy on the copy engine while a kernel
+    /// runs). Later submissions are ordered after it, not necessarily after what came before
+    /// it, so wait on a [`Signal`] for that work. Devices that cannot overlap run it in order.
+    pub fn submit_unordered(&mut self) -> Result<(), Error> {
+        if self.list.is_empty() {
+            return Ok(());
+        }
+        self.device.shared.backend().submit_unordered(&self.list, 0)?;
+        self.list.clear();
+        self.keep.clear();
+        Ok(())
+    }
+
     /// Submit, then wait (up to `timeout`) until everything submitted has finished.
     pub fn finish(&mut self, timeout: Duration) -> Result<(), Error> {
         let done = self.device.signal()?;

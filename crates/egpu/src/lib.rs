@@ -10,6 +10,9 @@
 //! Vendor drivers plug in below through the small [`backend::Backend`] trait, so the
 //! runtime's own logic (argument layout, staging, graph replay) tests without hardware.
 
+// `egpu bench nv:N` needs NVRTC (egpu-nv) to compile its kernels.
+#[cfg(feature = "nv")]
+pub mod bench;
 mod device;
 #[cfg(feature = "emu")]
 mod emulated_copy;

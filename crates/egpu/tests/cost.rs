@@ -61,6 +61,7 @@ impl Backend for CountingBackend {
             memory_bytes: 1 << 30,
             compute_units: 1,
             max_threads_per_block: 1024,
+            pci_address: None,
         }
     }
     fn alloc(&mut self, _size: u64, _kind: MemoryKind) -> Result<BufferId, Error> {

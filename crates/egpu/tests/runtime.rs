@@ -99,6 +99,7 @@ impl Backend for CpuBackend {
             memory_bytes: 1 << 30,
             compute_units: 1,
             max_threads_per_block: 1024,
+            pci_address: None,
         }
     }
     fn alloc(&mut self, size: u64, kind: MemoryKind) -> Result<BufferId, Error> {
@@ -390,4 +391,24 @@ fn open_rejects_bad_names_and_unsupported_kinds() {
             "SKIP: nvidia.ko is loaded here, so the no-driver path of nv:0 cannot be observed"
         );
     }
+}
+
+#[test]
+fn unordered_submission_runs_in_order_where_the_backend_cannot_overlap() {
+    // CpuBackend keeps the default `submit_unordered`, which must still hand the work over.
+    let (dev, log) = device();
+    let src = dev.alloc(16, MemoryKind::HostVisible).unwrap();
+    let dst = dev.alloc(16, MemoryKind::HostVisible).unwrap();
+    let data: Vec<u8> = (100..116).collect();
+    dev.write(&src, 0, &data).unwrap();
+    let done = dev.signal().unwrap();
+    let mut q = dev.queue();
+    q.copy(&src, 0, &dst, 0, 16).unwrap().signal(&done, 1).unwrap();
+    q.submit_unordered().unwrap();
+    assert!(q.commands().is_empty(), "the queue starts a fresh recording");
+    done.wait_for(1, Duration::from_secs(1)).unwrap();
+    let mut out = vec![0u8; 16];
+    dev.read(&dst, 0, &mut out).unwrap();
+    assert_eq!(out, data);
+    assert!(log.lock().unwrap().iter().any(|l| l == "Submit2"), "{:?}", log.lock().unwrap());
 }
