@@ -32,6 +32,8 @@ mod inproc;
 mod pcie;
 mod sparse;
 mod stats;
+#[cfg(target_os = "linux")]
+pub mod tinygpu;
 mod tlp;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,6 +49,10 @@ pub use error::DmaError;
 pub use fault::{CompletionStatus, Fault};
 pub use inproc::{EmulatedFabric, FabricConfig, InProcessLink};
 pub use stats::EmuStats;
+#[cfg(target_os = "linux")]
+pub use tinygpu::{
+    EmulatedTinyGpuServer, ServerFault, TinyGpuServerConfig, TinyGpuServerError, TinyGpuServerStats,
+};
 
 /// Addresses and sizes of the bridge's memory map (§1.2, §1.3) and of the in-process link's
 /// host aperture, for tests and tools.
