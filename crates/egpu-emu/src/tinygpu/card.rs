@@ -436,7 +436,8 @@ impl Card {
                 "MAP_SYSMEM_FD: this session already holds {MAX_SYSMEM_ALLOCATIONS} allocations, the most there can be; they are freed when the client disconnects"
             ));
         }
-        let size = requested.max(SYSMEM_MIN).next_multiple_of(SYSMEM_GRANULE);
+        // Checked before rounding, which could overflow.
+        let size = requested.clamp(SYSMEM_MIN, MAX_SYSMEM_LIVE).next_multiple_of(SYSMEM_GRANULE);
         if requested > MAX_SYSMEM_LIVE || host.live_bytes + size > MAX_SYSMEM_LIVE {
             return err(format!(
                 "MAP_SYSMEM_FD: {requested} bytes would bring this session's DMA memory past {} MiB (now {} MiB mapped); the DMA address space is exhausted",

@@ -46,7 +46,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -353,6 +353,25 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
                 return;
             }
         };
+        // A client that closed and reconnects at once finds its old session still winding
+        // down: wait for that (it ends as soon as its thread sees the hang-up, within the
+        // I/O deadline) rather than refuse a client that is in fact the only one.
+        if control.session.as_ref().is_some_and(peer_gone) {
+            let deadline = Instant::now() + shared.io_timeout;
+            while control.session.is_some() && !control.dead {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                control = shared
+                    .wake
+                    .wait_timeout(control, left)
+                    .map_or_else(|poison| poison.into_inner().0, |(guard, _)| guard);
+            }
+            if control.dead {
+                return;
+            }
+        }
         // §A.3: one client at a time; the next connection is closed at once.
         if control.session.is_some() {
             control.stats.connections_refused += 1;
@@ -362,6 +381,13 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
         let Ok(clone) = stream.try_clone() else { continue };
         control.session = Some(clone);
         control.stats.connections += 1;
+        // Threads of finished sessions are joined here so they do not pile up.
+        let (done, running): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut control.sessions).into_iter().partition(|h| h.is_finished());
+        control.sessions = running;
+        for handle in done {
+            let _ = handle.join();
+        }
         let for_thread = Arc::clone(shared);
         let spawned = std::thread::Builder::new()
             .name("tinygpu-emu-session".into())
@@ -390,15 +416,41 @@ fn ended(e: &io::Error) -> Ended {
     }
 }
 
-fn serve(shared: &Shared, mut stream: UnixStream) {
-    let how = session(shared, &mut stream);
-    let _ = stream.shutdown(Shutdown::Both);
-    lock(&shared.card).end_session();
-    let mut control = lock(&shared.control);
-    control.session = None;
-    if matches!(how, Ended::Timeout) {
-        control.stats.io_timeouts += 1;
+/// Ends a session however its thread leaves (a bug that panics included), so the server
+/// never stays "busy" with a client that is gone. Everything is settled before the client
+/// sees the connection close.
+struct SessionEnd<'a> {
+    shared: &'a Shared,
+    stream: UnixStream,
+    how: Ended,
+}
+
+impl Drop for SessionEnd<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.card).end_session();
+        let mut control = lock(&self.shared.control);
+        control.session = None;
+        if matches!(self.how, Ended::Timeout) {
+            control.stats.io_timeouts += 1;
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+        drop(control);
+        self.shared.wake.notify_all();
     }
+}
+
+fn serve(shared: &Shared, stream: UnixStream) {
+    let mut end = SessionEnd { shared, stream, how: Ended::Closed };
+    end.how = session(shared, &mut end.stream);
+}
+
+/// Whether the peer of `stream` has hung up (or this side was shut down).
+fn peer_gone(stream: &UnixStream) -> bool {
+    let mut poll =
+        libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call; timeout 0 never blocks.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// What the armed fault says to do before handling a complete request.
