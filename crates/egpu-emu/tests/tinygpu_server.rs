@@ -292,6 +292,12 @@ fn config_reads_and_writes_reach_the_gpu_function() {
         c.cfg_write(0x3C, 1, 0x5A);
         assert_eq!(c.cfg_read(0x3C, 1), 0x5A);
         assert_eq!(c.cfg_read(0x3C, 4) & 0xFF, 0x5A);
+        // Past the 4 KiB space, or across a dword: all-ones; offsets near u64::MAX too.
+        assert_eq!(c.cfg_read(0x1000, 4), 0xFFFF_FFFF);
+        assert_eq!(c.cfg_read(u64::MAX - 1, 2), 0xFFFF);
+        assert_eq!(c.cfg_read(0x03, 2), 0xFFFF);
+        c.cfg_write(u64::MAX, 4, 0);
+        assert_eq!(server.stats().internal_errors, 0);
         // Enumerated by "macOS" and started by the dext: IO, memory and bus master on.
         assert_eq!(c.cfg_read(0x04, 2) & 0x7, 0x7);
     }
@@ -695,6 +701,7 @@ fn random_bytes_never_bring_the_server_down() {
         for _ in 0..(next() % 8) {
             let cmd = (next() % 16) as u8;
             let bar = (next() % 8) as u32;
+            // Mostly small values (so commands get past their first checks), some anything.
             let small = |v: u64| if v.is_multiple_of(4) { v } else { v % (1 << 16) };
             let args = [small(next()), small(next()), small(next())];
             blob.extend_from_slice(&request(cmd, next() as u32, bar, args));
@@ -709,6 +716,7 @@ fn random_bytes_never_bring_the_server_down() {
     assert_eq!(c.cfg_read(0, 4), u64::from(NAVI31.id));
     let stats = server.stats();
     assert_eq!((stats.connections, stats.connections_refused), (201, 0));
+    assert_eq!(stats.internal_errors, 0, "no session ended in a panic");
 }
 
 // ------------------------------------------------------------------------ lifecycle

@@ -269,7 +269,7 @@ impl Card {
             return 0;
         }
         let ones = (1u64 << (8 * size)) - 1;
-        if offset + size > 4096 || (offset & 3) + size > 4 {
+        if offset >= 4096 || (offset & 3) + size > 4 {
             return ones;
         }
         for _ in 0..CRS_ATTEMPTS {
@@ -282,7 +282,7 @@ impl Card {
 
     /// Dext WriteCfg: byte, word or dword writes; anything else is ignored `[U]`.
     fn cfg_write(&mut self, offset: u64, size: u64, value: u64) {
-        if !matches!(size, 1 | 2 | 4) || offset + size > 4096 || (offset & 3) + size > 4 {
+        if !matches!(size, 1 | 2 | 4) || offset >= 4096 || (offset & 3) + size > 4 {
             return;
         }
         let shift = offset & 3;

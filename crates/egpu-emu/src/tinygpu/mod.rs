@@ -5,7 +5,7 @@
 //!
 //! What it does:
 //! - framing: 33-byte requests, 17-byte responses, status 1 followed by `resp0` bytes of
-//!   message ([`wire`]); `dev_id` ignored;
+//!   message (`wire`); `dev_id` ignored;
 //! - CFG_READ/CFG_WRITE on the GPU function, RESET (an FLR; BARs and COMMAND restored as
 //!   macOS does `[U]`), RESIZE_BAR a no-op;
 //! - MAP_BAR answers (base, size) with a stable made-up virtual address per BAR
@@ -43,6 +43,7 @@ use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -149,6 +150,8 @@ pub struct TinyGpuServerStats {
     pub requests: u64,
     /// Sessions that ended because a begun request or a reply missed the I/O deadline.
     pub io_timeouts: u64,
+    /// Sessions ended by a panic inside the emulator (a bug; should stay 0).
+    pub internal_errors: u64,
     /// The card's counters.
     pub card: CardStats,
 }
@@ -441,7 +444,13 @@ impl Drop for SessionEnd<'_> {
 
 fn serve(shared: &Shared, stream: UnixStream) {
     let mut end = SessionEnd { shared, stream, how: Ended::Closed };
-    end.how = session(shared, &mut end.stream);
+    // A panic here is an emulator bug: counted (tests assert there are none) and the
+    // session closed, as a crashing server would close it.
+    let stream = &mut end.stream;
+    match std::panic::catch_unwind(AssertUnwindSafe(|| session(shared, stream))) {
+        Ok(how) => end.how = how,
+        Err(_) => lock(&shared.control).stats.internal_errors += 1,
+    }
 }
 
 /// Whether the peer of `stream` has hung up (or this side was shut down).
@@ -487,8 +496,10 @@ fn session(shared: &Shared, stream: &mut UnixStream) -> Ended {
             return Ended::Closed;
         }
         let first = match stream.read(&mut header) {
-            Ok(0) | Err(_) => return Ended::Closed,
+            Ok(0) => return Ended::Closed,
             Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Ended::Closed,
         };
         if stream.set_read_timeout(Some(shared.io_timeout)).is_err() {
             return Ended::Closed;
