@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use egpu_emu::copy_engine as ce;
 use egpu_emu::tinygpu::{BAR_VIRTUAL_BASE, BAR_VIRTUAL_STRIDE};
-use egpu_emu::{EmulatedTinyGpuServer, GpuKind, ServerFault, TinyGpuServerConfig};
+use egpu_emu::{DmaError, EmulatedTinyGpuServer, GpuKind, ServerFault, TinyGpuServerConfig};
 
 // §A.4 command numbers.
 const PROBE: u8 = 0;
@@ -525,11 +525,24 @@ fn copy_engine_moves_data_through_the_passed_memory(card: Card) {
     assert_eq!((stats.gpu_dma_requests, stats.gpu_dma_rejected), (2, 1));
     assert_eq!(stats.gpu_dma_bytes, 8192 + ours.len() as u64);
 
+    // Device-side stimulus reaches the same memory, and reads what the client wrote.
+    let (addr, _) = segs[3];
+    server.gpu_dma_write(addr + 8, b"from the GPU").unwrap();
+    let at = buffer_offset(&segs, 3) + 8;
+    assert_eq!(&m.bytes()[at..at + 12], b"from the GPU");
+    m.bytes()[at..at + 4].copy_from_slice(b"FROM");
+    assert_eq!(server.gpu_dma_read(addr + 8, 12).unwrap(), b"FROM the GPU");
+    assert!(matches!(server.gpu_dma_read(addr - 4, 8), Err(DmaError::NoSysmem { .. })));
+
     // Bus mastering off: the GPU's DMA is refused.
     let command = c.cfg_read(0x04, 2);
     c.cfg_write(0x04, 2, command & !0x4);
     let status = c.copy(card.mmio_bar, 0x2_0000, segs[3].0, 64, ce::FLAG_DST_PCIE);
     assert_eq!(status, ce::STATUS_ERROR);
+    assert!(matches!(
+        server.gpu_dma_write(segs[3].0, &[0; 4]),
+        Err(DmaError::BusMasterDisabled { .. })
+    ));
 }
 
 #[test]

@@ -211,6 +211,14 @@ impl Card {
         }
     }
 
+    pub fn gpu_dma_write(&mut self, bus_address: u64, data: &[u8]) -> Result<(), DmaError> {
+        self.fabric.gpu_dma_write(&mut self.host, bus_address, data)
+    }
+
+    pub fn gpu_dma_read(&mut self, bus_address: u64, len: usize) -> Result<Vec<u8>, DmaError> {
+        self.fabric.gpu_dma_read(&mut self.host, bus_address, len)
+    }
+
     /// The client went away (or the server died): its DMA memory and BAR mappings go, as
     /// the dext's user client releases everything on close (§A.2 "Lifetime").
     pub fn end_session(&mut self) {

@@ -52,6 +52,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::config::GpuKind;
+use crate::error::DmaError;
 use crate::lock;
 use card::{Card, Outcome, MAX_MMIO_TRANSFER};
 pub use card::{
@@ -305,6 +306,17 @@ impl EmulatedTinyGpuServer {
     /// Store into GPU VRAM directly (dropped past its size).
     pub fn set_vram(&self, offset: u64, data: &[u8]) {
         lock(&self.shared.card).set_vram(offset, data);
+    }
+
+    /// The GPU writes `data` at a DMA address on its own (device-side stimulus), obeying
+    /// bus mastering; it lands in the client's MAP_SYSMEM_FD memory if a segment holds it.
+    pub fn gpu_dma_write(&self, bus_address: u64, data: &[u8]) -> Result<(), DmaError> {
+        lock(&self.shared.card).gpu_dma_write(bus_address, data)
+    }
+
+    /// The GPU reads `len` bytes at a DMA address on its own.
+    pub fn gpu_dma_read(&self, bus_address: u64, len: usize) -> Result<Vec<u8>, DmaError> {
+        lock(&self.shared.card).gpu_dma_read(bus_address, len)
     }
 }
 
