@@ -304,6 +304,32 @@ fn config_reads_and_writes_reach_the_gpu_function() {
 }
 
 #[test]
+fn requests_split_across_writes_or_packed_together_are_framed_by_length() {
+    let server = start("framing", &GA102);
+    let mut c = Client::connect(&server);
+    // One request a byte at a time.
+    for byte in request(CFG_READ, 0, 0, [0, 4, 0]) {
+        c.s.write_all(&[byte]).unwrap();
+        c.s.flush().unwrap();
+    }
+    assert_eq!(c.resp(), Resp { status: 0, resp0: u64::from(GA102.id), resp1: 0 });
+    // Three requests in one write (a posted write among them): two responses, in order.
+    let mut b = request(CFG_READ, 0, 0, [2, 2, 0]);
+    b.extend_from_slice(&request(MMIO_WRITE, 0, 0, [0, 4, 0]));
+    b.extend_from_slice(&[1, 2, 3, 4]);
+    b.extend_from_slice(&request(CFG_READ, 0, 0, [0, 2, 0]));
+    c.s.write_all(&b).unwrap();
+    assert_eq!(c.resp().resp0, 0x2204);
+    assert_eq!(c.resp().resp0, 0x10DE);
+    assert_eq!(server.stats().card.mmio_writes_dropped, 1, "BAR0 was never mapped");
+    // A write longer than the server's 64 MiB buffer cannot be taken in: the connection
+    // ends rather than reading the rest as requests.
+    c.s.write_all(&request(MMIO_WRITE, 0, 0, [0, (64 << 20) + 4, 0])).unwrap();
+    assert_eq!(c.read_to_eof().unwrap(), Vec::<u8>::new());
+    assert!(server.is_alive());
+}
+
+#[test]
 fn unimplemented_and_unknown_commands_answer_status_1_with_a_message() {
     let server = start("unimpl", &NAVI31);
     let mut c = Client::connect(&server);
@@ -582,8 +608,13 @@ fn dma_memory_and_bar_mappings_end_with_the_session() {
 fn a_session_holds_at_most_128_allocations() {
     let server = start("limit", &GA102);
     let mut c = Client::connect(&server);
-    // Too large for the DMA address space at all.
-    assert!(c.call_err(MAP_SYSMEM_FD, 0, [u64::MAX, 0, 0]).contains("DMA"));
+    // Too large for the DMA address space at all: status 1, a message, no descriptor.
+    let (r, fd) = c.map_sysmem_fd(u64::MAX);
+    assert_eq!(r.status, 1);
+    assert!(fd.is_none());
+    let mut msg = vec![0u8; r.resp0 as usize];
+    c.s.read_exact(&mut msg).unwrap();
+    assert!(String::from_utf8(msg).unwrap().contains("DMA"));
     assert!(c.call_err(MAP_SYSMEM_FD, 0, [(3 << 29) + 1, 0, 0]).contains("DMA"));
     for i in 0..128 {
         let (r, fd) = c.map_sysmem_fd(4096);
