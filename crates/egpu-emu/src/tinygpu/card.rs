@@ -370,7 +370,8 @@ impl Card {
     }
 
     /// Reads go out as dword accesses covering the range (server.c uses 32-bit volatile
-    /// accesses); dwords nothing decodes read all-ones.
+    /// accesses) and the asked-for bytes come back, at any alignment `[U]`; dwords nothing
+    /// decodes read all-ones (a master abort) `[U]`.
     fn mmio_read(&mut self, bar: u32, offset: u64, size: u64) -> Result<Vec<u8>, String> {
         let mapped = self.check_mmio("MMIO_READ", bar, offset, size)?;
         let start = offset & !3;
@@ -393,7 +394,8 @@ impl Card {
     }
 
     /// Posted: a validation failure drops the data silently (§A.4). Whole dwords go out as
-    /// dword writes, a ragged head or tail as one dword write with only its bytes enabled.
+    /// dword writes, a ragged head or tail as one dword write with only its bytes enabled
+    /// `[U]` (server.c's handling of unaligned writes is not described).
     fn mmio_write(&mut self, bar: u32, offset: u64, data: &[u8]) {
         let Ok(mapped) = self.check_mmio("MMIO_WRITE", bar, offset, data.len() as u64) else {
             self.host.stats.mmio_writes_dropped += 1;
@@ -436,7 +438,8 @@ impl Card {
 
     /// §A.4 MAP_SYSMEM_FD: round up (4 KiB, at least 16 KiB), create shared memory, lay it
     /// out as DMA segments, write `[addr,len,…,0,0]` at its start, answer (size, index) with
-    /// the descriptor. `contiguous` (arg1) is ignored, as in server.c.
+    /// the descriptor. `contiguous` (arg1) is ignored, as in server.c. The index counts the
+    /// session's allocations from 0 (server.c's `<idx>` of `/tinygpu_<idx>`) `[U]`.
     fn map_sysmem_fd(&mut self, requested: u64) -> Outcome {
         let host = &mut self.host;
         if host.allocations.len() >= MAX_SYSMEM_ALLOCATIONS {

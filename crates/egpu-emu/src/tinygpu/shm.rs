@@ -2,7 +2,8 @@
 //! client maps too, and the `sendmsg` that passes its descriptor with `SCM_RIGHTS`.
 //!
 //! `server.c` uses `shm_open("/tinygpu_<idx>")`; Linux has `memfd_create`, which gives the
-//! same kind of descriptor without a name in /dev/shm to clean up (the name is only a label).
+//! same kind of descriptor without a name in /dev/shm to clean up (the name is only a label)
+//! `[U]`: a client sees a descriptor either way. The server closes its copy once sent.
 
 use std::ffi::CString;
 use std::fs::File;
