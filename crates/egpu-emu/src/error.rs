@@ -31,4 +31,7 @@ pub enum DmaError {
     /// No allocated host-memory region of the in-process link holds the range.
     #[error("GPU DMA of {len} bytes at bus 0x{addr:X}: no GPU-visible host memory region holds that range; the in-process link's regions live in the host aperture 0x1_0000_0000 + 4 GiB and exist once allocated with PcieLink::dma_alloc")]
     NoHostMemory { addr: u64, len: usize },
+
+    #[error("GPU DMA of {len} bytes at bus 0x{addr:X}: no DMA memory of the TinyGPU server holds that whole range; DMA memory exists once a client allocated it with MAP_SYSMEM_FD, only at the segment addresses listed at its start, and only until that client disconnects")]
+    NoSysmem { addr: u64, len: usize },
 }

@@ -1,5 +1,6 @@
-//! An emulated PCIe fabric with GPUs in it, and two ways to reach it: an emulated ASMedia
-//! ASM2464PD USB3-to-PCIe bridge running the open "custom" firmware, and an in-process link.
+//! An emulated PCIe fabric with GPUs in it, and three ways to reach it: an emulated ASMedia
+//! ASM2464PD USB3-to-PCIe bridge running the open "custom" firmware, an in-process link, and
+//! (Linux) an emulated TinyGPU.app socket server.
 //!
 //! Written from `docs/reference/usb-bridge.md` (section numbers in comments, `[U]` where the
 //! document is silent and a plausible behaviour was chosen), never from the driver.
@@ -15,7 +16,10 @@
 //!   decoded from raw setup and data bytes, bulk endpoints 0x02/0x81, the F2 SRAM DMA engine
 //!   with its CQ release; the bridge's SRAM and queue pages are the fabric's host side) and
 //!   `inproc` ([`EmulatedFabric`] / [`InProcessLink`], an [`egpu_hal::PcieLink`] that hands
-//!   TLPs to the fabric directly, with emulated host RAM as GPU-visible memory).
+//!   TLPs to the fabric directly, with emulated host RAM as GPU-visible memory) and
+//!   `tinygpu` ([`EmulatedTinyGpuServer`], written from `docs/reference/macos-ecosystem.md`
+//!   §A.4: the 33/17-byte socket protocol on a Unix socket, with DMA memory as memfd
+//!   descriptors passed with `SCM_RIGHTS` that are the fabric's host side, and fault knobs).
 //!
 //! The GPUs carry an emulator-only copy engine in their MMIO BAR ([`copy_engine`]) that works
 //! the same through both front-ends.
@@ -32,6 +36,8 @@ mod inproc;
 mod pcie;
 mod sparse;
 mod stats;
+#[cfg(target_os = "linux")]
+pub mod tinygpu;
 mod tlp;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,6 +53,10 @@ pub use error::DmaError;
 pub use fault::{CompletionStatus, Fault};
 pub use inproc::{EmulatedFabric, FabricConfig, InProcessLink};
 pub use stats::EmuStats;
+#[cfg(target_os = "linux")]
+pub use tinygpu::{
+    EmulatedTinyGpuServer, ServerFault, TinyGpuServerConfig, TinyGpuServerError, TinyGpuServerStats,
+};
 
 /// Addresses and sizes of the bridge's memory map (§1.2, §1.3) and of the in-process link's
 /// host aperture, for tests and tools.
