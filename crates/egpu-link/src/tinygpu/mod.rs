@@ -135,7 +135,7 @@ pub enum TinyGpuError {
     #[error("the GPU reads 0x{value:08X} at {what}: the Thunderbolt tunnel is dead or the driver extension waits for approval (System Settings → General → Login Items & Extensions → Driver Extensions); check the enclosure's power and cable")]
     DeadDevice { what: &'static str, value: u32 },
 
-    #[error("tinygpu:{index}: TinyGPU's server drives only the first GPU its driver extension matched (tinygpu:0)")]
+    #[error("TinyGPU's server drives only the first GPU its driver extension matched (use tinygpu:0, not tinygpu:{index})")]
     OnlyFirstGpu { index: u32 },
 
     #[error("{0}")]

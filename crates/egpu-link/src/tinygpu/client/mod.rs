@@ -729,7 +729,11 @@ impl TinyGpuLink {
         }
         let mapped = response.resp0;
         if mapped < size || mapped > MAX_SYSMEM {
-            return self.garbled(command, format!("{mapped:#x} bytes mapped for {size:#x} asked"));
+            // The header was read whole: the stream is still in step.
+            return Err(TinyGpuError::Garbled {
+                command,
+                reason: format!("{mapped:#x} bytes mapped for {size:#x} asked"),
+            });
         }
         // One descriptor is expected; any extra ones are closed when `fds` drops.
         if fds.is_empty() {
