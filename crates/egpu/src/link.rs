@@ -266,3 +266,23 @@ impl OpenLink {
         None
     }
 }
+
+// Not on macOS: there `open` would start an installed TinyGPU.app.
+#[cfg(all(test, unix, not(target_os = "macos")))]
+mod tests {
+    use super::*;
+
+    /// The only test of this crate that touches `APL_REMOTE_SOCK`.
+    #[test]
+    fn tinygpu_names_open_the_tinygpu_link_at_the_documented_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("tinygpu.sock");
+        std::env::set_var(egpu_link::tinygpu::SOCKET_ENV, &socket);
+        let result = open(&DeviceName::TinyGpu(0));
+        std::env::remove_var(egpu_link::tinygpu::SOCKET_ENV);
+        let error = result.err().expect("nothing listens there");
+        let text = format!("{error} {:?}", std::error::Error::source(&error));
+        assert!(text.contains("tinygpu:0"), "{text}");
+        assert!(text.contains(&socket.display().to_string()), "{text}");
+    }
+}

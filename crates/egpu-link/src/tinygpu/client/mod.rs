@@ -181,9 +181,9 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Resul
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     let flags = libc::MSG_CMSG_CLOEXEC;
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let flags = 0;
     // SAFETY: `msg` points at `iov` (over `buf`) and `control`, both alive for the call.
     let received = unsafe { libc::recvmsg(fd, &mut msg, flags) };
@@ -201,7 +201,12 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Resul
                     ((*cmsg).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
                 for i in 0..payload / std::mem::size_of::<libc::c_int>() {
                     // The kernel installed these descriptors in this process; we own them now.
-                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                    let fd = data.add(i).read_unaligned();
+                    // Where recvmsg cannot set close-on-exec itself, set it now so the buffer
+                    // never leaks into a process this one starts.
+                    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    fds.push(OwnedFd::from_raw_fd(fd));
                 }
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
