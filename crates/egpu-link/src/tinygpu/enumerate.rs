@@ -123,8 +123,8 @@ pub fn list() -> Result<Vec<TinyGpuDevice>, TinyGpuError> {
 #[cfg(not(target_os = "macos"))]
 pub fn list() -> Result<Vec<TinyGpuDevice>, TinyGpuError> {
     Err(TinyGpuError::Unsupported(
-        "TinyGPU is macOS-only (its driver extension and app); there is no enumeration on this \
-         system"
+        "macOS-only (its driver extension and app), so no tinygpu: devices and no enumeration \
+         on this system"
             .into(),
     ))
 }
