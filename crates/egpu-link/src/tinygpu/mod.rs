@@ -50,6 +50,9 @@ pub struct TinyGpuOptions {
     pub send_timeout: Duration,
     /// The app to start when nothing listens ([`TinyGpuLink::open`] only).
     pub app: PathBuf,
+    /// Whether [`TinyGpuLink::open`] starts `app` when nothing listens (default: on macOS,
+    /// the only system with the app).
+    pub start_server: bool,
     /// Connection attempts after starting the app, and the pause between them (tinygrad:
     /// 100 × 50 ms).
     pub connect_attempts: u32,
@@ -66,6 +69,7 @@ impl Default for TinyGpuOptions {
             reply_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(10),
             app: PathBuf::from(DEFAULT_APP),
+            start_server: cfg!(target_os = "macos"),
             connect_attempts: 100,
             connect_interval: Duration::from_millis(50),
             socket_buffer: 64 << 20,

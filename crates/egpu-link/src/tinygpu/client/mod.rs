@@ -278,7 +278,7 @@ impl TinyGpuLink {
             Err(error) if not_listening(&error) => {}
             Err(source) => return Err(TinyGpuError::Connect { socket: socket.into(), source }),
         }
-        if !cfg!(target_os = "macos") {
+        if !options.start_server {
             return Err(TinyGpuError::NotMacOs { socket: socket.into() });
         }
         if !options.app.is_file() {
@@ -308,7 +308,8 @@ impl TinyGpuLink {
                 Err(error) if not_listening(&error) => last = Some(error),
                 Err(source) => return Err(TinyGpuError::Connect { socket: socket.into(), source }),
             }
-            if let Ok(Some(status)) = child.try_wait() {
+            // A zero exit may be a server that went to the background: keep trying.
+            if let Ok(Some(status)) = child.try_wait().map(|s| s.filter(|s| !s.success())) {
                 let advice = match status.code() {
                     Some(4) => {
                         "; the driver extension waits for approval: System Settings → \
@@ -328,6 +329,9 @@ impl TinyGpuLink {
                 });
             }
         }
+        // It never came up and serves nobody: do not leave it behind.
+        let _ = child.kill();
+        let _ = child.wait();
         Err(TinyGpuError::NoServer {
             socket: socket.into(),
             waited: started.elapsed(),

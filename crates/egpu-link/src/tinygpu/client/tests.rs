@@ -565,3 +565,39 @@ fn open_uses_the_documented_socket_path_and_serves_only_the_first_gpu() {
         assert!(error.to_string().contains("APL_REMOTE_SOCK"), "{error}");
     }
 }
+
+/// The documented bootstrap with stand-in apps: one that fails at once is reported with its
+/// exit status, one that runs without ever listening is given up on (and stopped) after the
+/// attempts, a missing one is named.
+#[test]
+fn starting_the_server_reports_an_app_that_fails_or_never_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("tinygpu.sock");
+    let options = |app: &str| TinyGpuOptions {
+        app: PathBuf::from(app),
+        start_server: true,
+        connect_attempts: 5,
+        connect_interval: Duration::from_millis(20),
+        ..fast()
+    };
+    if Path::new("/bin/false").is_file() {
+        let error = TinyGpuLink::reach_server(&socket, &options("/bin/false")).err().unwrap();
+        assert!(matches!(error, TinyGpuError::NoServer { .. }), "{error}");
+        assert!(error.to_string().contains("exited with"), "{error}");
+    }
+    if Path::new("/usr/bin/yes").is_file() {
+        // `yes server <path>` runs until stopped and never listens.
+        let error = TinyGpuLink::reach_server(&socket, &options("/usr/bin/yes")).err().unwrap();
+        match &error {
+            TinyGpuError::NoServer { detail, .. } => {
+                assert!(detail.contains("last attempt"), "{error}")
+            }
+            other => panic!("expected NoServer, got {other:?}"),
+        }
+    }
+    let missing = dir.path().join("TinyGPU.app/Contents/MacOS/TinyGPU");
+    let error =
+        TinyGpuLink::reach_server(&socket, &options(missing.to_str().unwrap())).err().unwrap();
+    assert!(matches!(error, TinyGpuError::AppMissing { .. }), "{error}");
+    assert!(error.to_string().contains("setup_tinygpu_osx.sh"), "{error}");
+}
