@@ -42,8 +42,8 @@ pub struct BridgeInfo {
     pub speed: Option<String>,
 }
 
-/// An opened link: the USB bridge (with the emulator behind it when there is one) or a
-/// Linux PCIe function.
+/// An opened link: the USB bridge (with the emulator behind it when there is one), a
+/// Linux PCIe function, or a GPU behind the TinyGPU app's server.
 pub struct OpenLink {
     name: DeviceName,
     reach: Reach,
@@ -58,6 +58,8 @@ enum Reach {
     },
     #[cfg(target_os = "linux")]
     Pci(Box<egpu_link::pci::SysfsPciLink>),
+    #[cfg(unix)]
+    TinyGpu(Box<egpu_link::tinygpu::TinyGpuLink>),
 }
 
 /// Open the bridge behind `name` (`usb:…`, or an emulated `emu:…`).
@@ -115,8 +117,21 @@ pub fn open(name: &DeviceName) -> Result<OpenLink, Error> {
             let link = egpu_link::pci::SysfsPciLink::open(address).map_err(link_error)?;
             Ok(OpenLink { name: name.clone(), reach: Reach::Pci(Box::new(link)) })
         }
+        // TinyGPU.app exists only on macOS, but the client runs on any Unix against a server
+        // named by $APL_REMOTE_SOCK (the emulated TinyGPU server in tests).
+        #[cfg(unix)]
+        DeviceName::TinyGpu(index) => {
+            let options = egpu_link::tinygpu::TinyGpuOptions::default();
+            let link =
+                egpu_link::tinygpu::TinyGpuLink::open(*index, options).map_err(link_error)?;
+            Ok(OpenLink { name: name.clone(), reach: Reach::TinyGpu(Box::new(link)) })
+        }
+        #[cfg(not(unix))]
+        DeviceName::TinyGpu(_) => Err(unavailable(
+            "TinyGPU is a macOS link (the TinyGPU app's Unix-socket server)".into(),
+        )),
         other => Err(unavailable(format!(
-            "{} is not a link egpu can open yet (USB bridges, Linux PCIe and emulated devices are)",
+            "{} is not a link egpu can open yet (USB bridges, Linux PCIe, TinyGPU and emulated devices are)",
             other
         ))),
     }
@@ -134,6 +149,8 @@ impl OpenLink {
             Reach::Bridge { bridge, .. } => bridge.as_mut(),
             #[cfg(target_os = "linux")]
             Reach::Pci(link) => link.as_mut(),
+            #[cfg(unix)]
+            Reach::TinyGpu(link) => link.as_mut(),
         }
     }
 
@@ -142,6 +159,10 @@ impl OpenLink {
             Reach::Bridge { bridge, .. } => Ok(bridge),
             #[cfg(target_os = "linux")]
             Reach::Pci(link) => Err(LinkError::Unsupported { op: op.into(), link: link.kind() }),
+            #[cfg(unix)]
+            Reach::TinyGpu(link) => {
+                Err(LinkError::Unsupported { op: op.into(), link: link.kind() })
+            }
         }
     }
 
@@ -151,6 +172,8 @@ impl OpenLink {
             Reach::Bridge { emulator, .. } => emulator.as_ref(),
             #[cfg(target_os = "linux")]
             Reach::Pci(_) => None,
+            #[cfg(unix)]
+            Reach::TinyGpu(_) => None,
         }
     }
 
@@ -198,6 +221,8 @@ impl OpenLink {
             Reach::Bridge { bridge, .. } => bridge.stats(),
             #[cfg(target_os = "linux")]
             Reach::Pci(_) => LinkStats::default(),
+            #[cfg(unix)]
+            Reach::TinyGpu(_) => LinkStats::default(),
         }
     }
 
@@ -207,11 +232,13 @@ impl OpenLink {
             Reach::Bridge { bridge, .. } => bridge.config().stream_chunk,
             #[cfg(target_os = "linux")]
             Reach::Pci(_) => 1 << 20,
+            #[cfg(unix)]
+            Reach::TinyGpu(_) => egpu_link::tinygpu::wire::MAX_MMIO_TRANSFER,
         }
     }
 
-    /// Walk and set up the PCIe fabric behind the link (on Linux PCIe the kernel did that:
-    /// the function as it is).
+    /// Walk and set up the PCIe fabric behind the link (on Linux PCIe the kernel did that, on
+    /// TinyGPU macOS did: the function as it is).
     pub fn bring_up(&mut self) -> Result<Topology, LinkError> {
         match &mut self.reach {
             Reach::Bridge { bridge, .. } => {
@@ -219,6 +246,8 @@ impl OpenLink {
             }
             #[cfg(target_os = "linux")]
             Reach::Pci(link) => Ok(link.topology()),
+            #[cfg(unix)]
+            Reach::TinyGpu(link) => Ok(link.topology()),
         }
     }
 
@@ -237,5 +266,25 @@ impl OpenLink {
         return self.emulator().map(|emulator| emulator.stats().device_time);
         #[cfg(not(feature = "emu"))]
         None
+    }
+}
+
+// Not on macOS: there `open` would start an installed TinyGPU.app.
+#[cfg(all(test, unix, not(target_os = "macos")))]
+mod tests {
+    use super::*;
+
+    /// The only test of this crate that touches `APL_REMOTE_SOCK`.
+    #[test]
+    fn tinygpu_names_open_the_tinygpu_link_at_the_documented_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("tinygpu.sock");
+        std::env::set_var(egpu_link::tinygpu::SOCKET_ENV, &socket);
+        let result = open(&DeviceName::TinyGpu(0));
+        std::env::remove_var(egpu_link::tinygpu::SOCKET_ENV);
+        let error = result.err().expect("nothing listens there");
+        let text = format!("{error} {:?}", std::error::Error::source(&error));
+        assert!(text.contains("tinygpu:0"), "{text}");
+        assert!(text.contains(&socket.display().to_string()), "{text}");
     }
 }

@@ -24,6 +24,8 @@ pub enum DeviceKind {
     UsbBridge,
     /// A card in a PCIe slot of this Linux machine (`pci:…`).
     PciFunction,
+    /// A GPU on a Mac's Thunderbolt/USB4 port, through the TinyGPU app (`tinygpu:N`).
+    TinyGpu,
     /// An emulated bridge and card (`emu:…`).
     Emulated,
 }
@@ -73,6 +75,8 @@ pub fn devices(query: &DeviceQuery) -> Discovery {
     nvidia_gpus(&mut found);
     #[cfg(all(feature = "usb", target_os = "linux"))]
     pci_gpus(std::path::Path::new(egpu_link::pci::SYSFS_PCI_DEVICES), &mut found);
+    #[cfg(feature = "usb")]
+    tinygpu_gpus(egpu_link::tinygpu::enumerate::list(), &mut found);
     if query.emulated {
         emulated(&mut found);
     }
@@ -238,6 +242,60 @@ fn pci_gpus(root: &std::path::Path, found: &mut Discovery) {
     }
 }
 
+/// GPUs the TinyGPU app can reach (macOS: the IOKit registry); elsewhere the note that
+/// TinyGPU is macOS-only.
+#[cfg(feature = "usb")]
+fn tinygpu_gpus(
+    listed: Result<
+        Vec<egpu_link::tinygpu::enumerate::TinyGpuDevice>,
+        egpu_link::tinygpu::TinyGpuError,
+    >,
+    found: &mut Discovery,
+) {
+    let gpus = match listed {
+        Ok(gpus) => gpus,
+        Err(error) => return found.notes.push(format!("TinyGPU: {error}")),
+    };
+    if gpus.is_empty() {
+        found.notes.push(
+            "TinyGPU: no AMD or NVIDIA GPU in the IOKit registry (plugged into a Thunderbolt or \
+             USB4 port and powered?)"
+                .into(),
+        );
+    }
+    for gpu in gpus {
+        let mut details = Vec::new();
+        if let Some(location) = &gpu.location {
+            details.push(format!("PCI {location}"));
+        }
+        if gpu.tunnelled {
+            details.push("Thunderbolt/USB4 tunnelled".into());
+        }
+        details.push("reached through TinyGPU.app's server (started on first use)".into());
+        let availability = match (gpu.index, gpu.vendor_id) {
+            (0, 0x1002) => Availability::LinkOnly(NO_AMD_DRIVER.into()),
+            (0, _) => Availability::LinkOnly(
+                "egpu drives NVIDIA GPUs only through nvidia.ko, which macOS does not have".into(),
+            ),
+            _ => Availability::Unusable(
+                "TinyGPU's server drives only the first GPU its driver matched (tinygpu:0)".into(),
+            ),
+        };
+        found.devices.push(DeviceEntry {
+            name: DeviceName::TinyGpu(gpu.index),
+            kind: DeviceKind::TinyGpu,
+            summary: format!(
+                "[{:04x}:{:04x}] {}",
+                gpu.vendor_id,
+                gpu.device_id,
+                egpu_link::pcie::fabric::device_name(gpu.vendor_id, gpu.device_id, gpu.class)
+            ),
+            details,
+            availability,
+        });
+    }
+}
+
 fn emulated(found: &mut Discovery) {
     for card in EmulatedCard::ALL {
         let (summary, availability) = match card {
@@ -290,9 +348,10 @@ pub(crate) fn open_backend(name: &DeviceName) -> Result<Box<dyn Backend>, Error>
         DeviceName::Remote { .. } => {
             Err(unavailable("remote links are not implemented yet (`egpu share` comes with them)"))
         }
-        DeviceName::TinyGpu(_) => {
-            Err(unavailable("the TinyGPU link (macOS Thunderbolt) is not implemented yet"))
-        }
+        DeviceName::TinyGpu(_) => Err(unavailable(
+            "egpu reaches the card through TinyGPU (`egpu info`), but no runtime backend drives \
+             a card over it yet",
+        )),
         DeviceName::Pci { .. } => Err(unavailable(NO_AMD_DRIVER)),
     }
 }
@@ -340,5 +399,47 @@ mod tests {
         let mut none = Discovery::default();
         pci_gpus(&root.path().join("missing"), &mut none);
         assert!(none.devices.is_empty() && none.notes[0].contains("cannot be read"));
+    }
+}
+
+#[cfg(all(test, feature = "usb"))]
+mod tinygpu_tests {
+    use super::*;
+    use egpu_link::tinygpu::enumerate::{gpus, parse_ioreg};
+
+    #[test]
+    fn tinygpu_gpus_are_listed_and_only_the_first_is_reachable() {
+        let registry = "\
++-o display@0  <class IOPCIDevice, id 0x100000a2b, registered>
+    {
+      \"vendor-id\" = <02100000>
+      \"device-id\" = <4c740000>
+      \"class-code\" = <00000300>
+      \"IOPCITunnelled\" = Yes
+    }
++-o display@0  <class IOPCIDevice, id 0x100000b00, registered>
+    {
+      \"vendor-id\" = <02100000>
+      \"device-id\" = <50750000>
+      \"class-code\" = <00000300>
+    }
+";
+        let mut found = Discovery::default();
+        tinygpu_gpus(Ok(gpus(&parse_ioreg(registry))), &mut found);
+        let names: Vec<String> = found.devices.iter().map(|d| d.name.to_string()).collect();
+        assert_eq!(names, ["tinygpu:0", "tinygpu:1"]);
+        assert!(found.devices[0].details.iter().any(|line| line.contains("Thunderbolt")));
+        assert!(matches!(found.devices[0].availability, Availability::LinkOnly(_)));
+        match &found.devices[1].availability {
+            Availability::Unusable(why) => assert!(why.contains("tinygpu:0"), "{why}"),
+            other => panic!("only the first GPU is reachable, got {other:?}"),
+        }
+
+        let mut elsewhere = Discovery::default();
+        tinygpu_gpus(egpu_link::tinygpu::enumerate::list(), &mut elsewhere);
+        if !cfg!(target_os = "macos") {
+            assert!(elsewhere.devices.is_empty());
+            assert!(elsewhere.notes[0].starts_with("TinyGPU: macOS-only"), "{:?}", elsewhere.notes);
+        }
     }
 }
