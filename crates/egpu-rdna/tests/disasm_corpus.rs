@@ -1,0 +1,68 @@
+//! Our disassembly of every corpus kernel equals llvm-objdump-19's, instruction by instruction.
+
+mod common;
+
+use egpu_rdna::elf::CodeObject;
+use std::process::Command;
+
+fn normalise(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// (address, text) of each instruction llvm-objdump prints.
+fn objdump(path: &std::path::Path) -> Vec<(u64, String)> {
+    let out =
+        Command::new("llvm-objdump-19").arg("-d").arg(path).output().expect("run llvm-objdump-19");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut v = Vec::new();
+    for line in text.lines() {
+        if !line.starts_with('\t') {
+            continue;
+        }
+        let Some(pos) = line.rfind("// ") else { continue };
+        let (inst, rest) = line.split_at(pos);
+        let addr = rest[3..].split(':').next().and_then(|a| u64::from_str_radix(a.trim(), 16).ok());
+        if let Some(addr) = addr {
+            v.push((addr, normalise(inst)));
+        }
+    }
+    v
+}
+
+#[test]
+fn corpus_disassembly_matches_llvm_objdump() {
+    if !common::have_tool("clang-19") || !common::have_tool("llvm-objdump-19") {
+        return;
+    }
+    let mut total = 0;
+    let mut bad = Vec::new();
+    for arch in common::ARCHS {
+        for k in common::KERNELS {
+            let path = common::build(k, arch);
+            let data = std::fs::read(&path).unwrap();
+            let co = CodeObject::parse(&data).unwrap();
+            let theirs = objdump(&path);
+            for (a, t) in &theirs {
+                total += 1;
+                let off = (a - co.text_addr) as usize;
+                let mine = match egpu_rdna::decode(co.arch, &co.text[off..], *a) {
+                    Ok(inst) => normalise(&egpu_rdna::format(&inst)),
+                    Err(e) => format!("error: {e}"),
+                };
+                if &mine != t {
+                    bad.push(format!("{k} {arch} {a:#x}: ours `{mine}` llvm `{t}`"));
+                }
+            }
+            // Decoding the whole text sequentially lands on the same boundaries.
+            let ours = egpu_rdna::decode_all(co.arch, &co.text, co.text_addr);
+            if let Ok(ours) = ours {
+                let a: Vec<u64> = ours.iter().map(|(a, _)| *a).collect();
+                let b: Vec<u64> = theirs.iter().map(|(a, _)| *a).collect();
+                assert_eq!(a, b, "{k} {arch}: instruction boundaries differ");
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{} of {total} differ:\n{}", bad.len(), bad.join("\n"));
+    assert!(total > 1000, "the corpus has {total} instructions");
+}
