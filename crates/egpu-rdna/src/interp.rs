@@ -93,6 +93,46 @@ pub struct Dispatch {
     pub step_budget: u64,
 }
 
+/// User SGPR values in HSA order for the enabled `kernel_code_properties` bits (rdna-isa.md §4):
+/// private segment buffer (4, left zero: gfx11+ scratch is architected), dispatch ptr (2),
+/// queue ptr (2), kernarg segment ptr (2), dispatch id (2), flat scratch init (2, zero),
+/// private segment size (1).
+pub fn hsa_user_sgprs(
+    properties: u16,
+    kernarg: u64,
+    dispatch_ptr: u64,
+    queue_ptr: u64,
+    scratch_per_lane: u32,
+) -> Vec<u32> {
+    let mut v = Vec::new();
+    let pair = |v: &mut Vec<u32>, x: u64| {
+        v.push(x as u32);
+        v.push((x >> 32) as u32);
+    };
+    if properties & 1 != 0 {
+        v.extend([0; 4]);
+    }
+    if properties & 2 != 0 {
+        pair(&mut v, dispatch_ptr);
+    }
+    if properties & 4 != 0 {
+        pair(&mut v, queue_ptr);
+    }
+    if properties & 8 != 0 {
+        pair(&mut v, kernarg);
+    }
+    if properties & 16 != 0 {
+        pair(&mut v, 0);
+    }
+    if properties & 32 != 0 {
+        pair(&mut v, 0);
+    }
+    if properties & 64 != 0 {
+        v.push(scratch_per_lane);
+    }
+    v
+}
+
 /// Why a dispatch stopped.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExecError {

@@ -8,4 +8,4 @@ pub mod interp;
 
 pub use decode::{decode, decode_all, Arch, Class, DecodeError, Inst};
 pub use disasm::format;
-pub use interp::{run, Dispatch, ExecError, Fault, FlatMemory, Memory, Stats};
+pub use interp::{hsa_user_sgprs, run, Dispatch, ExecError, Fault, FlatMemory, Memory, Stats};
