@@ -267,9 +267,8 @@ fn parse_table(text: &str) -> Tables {
         let r = |field| Spec::Reg { field, sgpr: false, width: 1 };
         let operands = match name {
             "mov_b32" => vec![r(Field::Dst), r(Field::Src0)],
-            "cndmask_b32" => {
-                vec![r(Field::Dst), r(Field::Src0), r(Field::Src1), Spec::Fixed("vcc_lo")]
-            }
+            // VOPD's cndmask reads VCC implicitly; LLVM prints no mask operand.
+            "cndmask_b32" => vec![r(Field::Dst), r(Field::Src0), r(Field::Src1)],
             "fmaak_f32" => vec![r(Field::Dst), r(Field::Src0), r(Field::Src1), Spec::ImmHex],
             "fmamk_f32" => vec![r(Field::Dst), r(Field::Src0), Spec::ImmHex, r(Field::Src1)],
             _ => vec![r(Field::Dst), r(Field::Src0), r(Field::Src1)],

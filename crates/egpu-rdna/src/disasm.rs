@@ -45,6 +45,7 @@ fn scalar_name(arch: Arch, code: u32, width: u8, literal: Option<u32>) -> String
         245 => "-2.0".into(),
         246 => "4.0".into(),
         247 => "-4.0".into(),
+        248 if w == 2 => "0.15915494309189532".into(),
         248 => "0.15915494".into(),
         251 => "src_vccz".into(),
         252 => "src_execz".into(),
@@ -84,7 +85,123 @@ fn bits(w: u32, lo: u32, n: u32) -> u32 {
     (w >> lo) & ((1u32 << n) - 1)
 }
 
-/// LLVM text of one instruction.
+/// An instruction this disassembler cannot print in LLVM's syntax (it may still execute).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{mnemonic}`: {why}; LLVM's text for this form is not reproduced")]
+pub struct Unprintable {
+    pub mnemonic: &'static str,
+    pub why: &'static str,
+}
+
+/// Forms whose LLVM text depends on rules not modelled here: named hardware registers and
+/// messages, true16 operand syntax, invalid-register comments for restricted operand classes.
+fn check_printable(inst: &Inst) -> Result<(), Unprintable> {
+    let info = inst.info;
+    let mn = info.mnemonic;
+    let no = |why| Err(Unprintable { mnemonic: mn, why });
+    let w = inst.w;
+    if matches!(
+        mn,
+        "s_getreg_b32"
+            | "s_setreg_b32"
+            | "s_setreg_imm32_b32"
+            | "s_atc_probe"
+            | "s_atc_probe_buffer"
+    ) || mn.starts_with("s_prefetch")
+        || mn.starts_with("s_sendmsg_rtn")
+    {
+        return no("named hardware register/message operand");
+    }
+    if matches!(inst.class, Class::Sopp) {
+        let imm = w[0] & 0xFFFF;
+        let branch = mn.starts_with("s_branch") || mn.starts_with("s_cbranch");
+        match mn {
+            "s_sendmsg" | "s_sendmsghalt" if imm != 3 => return no("message name"),
+            "s_delay_alu"
+                if bits(imm, 0, 4) > 11
+                    || bits(imm, 4, 3) > 5
+                    || bits(imm, 7, 4) > 11
+                    || imm >> 11 != 0 =>
+            {
+                return no("invalid delay_alu fields")
+            }
+            _ => {}
+        }
+        if info.operands.contains(&Spec::ImmDec) && !branch && imm > 255 && mn != "s_nop" {
+            return no("immediate outside the operand's printable range");
+        }
+    }
+    let is16 = ["f16", "i16", "u16", "b16", "bf16"].iter().any(|t| mn.contains(t));
+    if is16
+        && matches!(inst.class, Class::Vop1 | Class::Vop2 | Class::Vopc | Class::Vop3 | Class::Vopd)
+    {
+        return no("16-bit operand syntax (true16 halves, Lo128 register classes)");
+    }
+    if (mn.starts_with("s_") && is16) || mn.contains("wmma") || mn.contains("swmmac") {
+        return no("16-bit scalar float / matrix operand syntax");
+    }
+    if inst.arch == Arch::Gfx12
+        && matches!(inst.class, Class::Flat | Class::Global | Class::Scratch)
+    {
+        let th = bits(w[1], 20, 3);
+        if th >= 3 {
+            return no("gfx12 temporal hint names that depend on the scope");
+        }
+    }
+    if inst.class == Class::Vop3 && is_integer_op(mn) && bits(w[1], 29, 3) != 0 {
+        return no("neg bits on an integer operation");
+    }
+    if mn.contains("_mix") && inst.literal.is_some() {
+        return no("16-bit literal of a mixed-precision operation");
+    }
+    if mn.starts_with("v_cvt_pk_u8_f32") || mn.contains("sad_") || mn.contains("qsad") {
+        return no("integer source modifiers / register classes");
+    }
+    // An SGPR-only operand holding a VGPR, or a VGPR-only source holding anything else.
+    let vgpr_only_src0 = [
+        "v_swap_b32",
+        "v_readfirstlane",
+        "v_readlane",
+        "v_movrel",
+        "v_swaprel",
+        "v_permlane",
+        "v_writelane",
+    ]
+    .iter()
+    .any(|p| mn.starts_with(p));
+    if matches!(inst.class, Class::Vop1 | Class::Vop2 | Class::Vopc | Class::Vop3) {
+        let src_code = |i: u32| match inst.class {
+            Class::Vop3 => bits(w[1], 9 * i, 9),
+            _ if i == 0 => bits(w[0], 0, 9),
+            _ => 256 + bits(w[0], 9, 8),
+        };
+        for spec in &info.operands {
+            if let Spec::Reg { field, sgpr: true, .. } = *spec {
+                let i = match field {
+                    Field::Src0 => 0,
+                    Field::Src1 => 1,
+                    Field::Src2 => 2,
+                    _ => continue,
+                };
+                if src_code(i) >= 256 {
+                    return no("VGPR in an SGPR-only operand");
+                }
+            }
+        }
+        if vgpr_only_src0 && src_code(0) < 256 && !mn.starts_with("v_writelane") {
+            return no("non-VGPR in a VGPR-only operand");
+        }
+    }
+    Ok(())
+}
+
+/// LLVM's text of one instruction, or why it cannot be reproduced.
+pub fn try_format(inst: &Inst) -> Result<String, Unprintable> {
+    check_printable(inst)?;
+    Ok(format(inst))
+}
+
+/// LLVM text of one instruction (forms [`try_format`] refuses are printed on a best-effort basis).
 pub fn format(inst: &Inst) -> String {
     let mut s = String::new();
     let info = inst.info;
@@ -337,7 +454,7 @@ fn smem(inst: &Inst, ops: &mut Vec<String>, mods: &mut Vec<String>) {
     };
     if soffset != 124 {
         ops.push(scalar_name(inst.arch, soffset, 1, None));
-        if offset != 0 {
+        if offset != 0 || inst.arch == Arch::Gfx12 {
             mods.push(format!("offset:{}", off_text(offset)));
         }
     } else if offset == 0 && inst.arch == Arch::Gfx11 {
@@ -358,10 +475,13 @@ fn smem(inst: &Inst, ops: &mut Vec<String>, mods: &mut Vec<String>) {
             let th = bits(w[0], 23, 2);
             let scope = bits(w[0], 21, 2);
             if th != 0 {
-                mods.push(format!(
-                    "th:{}",
-                    ["TH_LOAD_RT", "TH_LOAD_NT", "TH_LOAD_HT", "TH_LOAD_LU"][th as usize]
-                ));
+                let name = match th {
+                    1 => "TH_LOAD_NT",
+                    2 => "TH_LOAD_HT",
+                    _ if scope == 3 => "TH_LOAD_BYPASS",
+                    _ => "TH_LOAD_LU",
+                };
+                mods.push(format!("th:{name}"));
             }
             if scope != 0 {
                 mods.push(format!("scope:{}", scope_name(scope)));
@@ -385,7 +505,9 @@ fn dwords_of(mn: &str) -> u8 {
 }
 
 fn src_mod(text: String, neg: bool, abs: bool) -> String {
+    let constant = text.starts_with(|c: char| c.is_ascii_digit() || c == '-');
     match (neg, abs) {
+        (true, false) if constant => format!("neg({text})"),
         (false, false) => text,
         (true, false) => format!("-{text}"),
         (false, true) => format!("|{text}|"),
@@ -451,10 +573,6 @@ fn vop3(inst: &Inst, ops: &mut Vec<String>, mods: &mut Vec<String>) {
             mods.push(format!("op_sel:{}", list(&v)));
         }
     }
-    if is_int && (neg != 0) {
-        let v: Vec<u32> = (0..nsrc as u32).map(|i| neg >> i & 1).collect();
-        mods.push(format!("neg_lo:{}", list(&v)));
-    }
     if bits(w[0], 15, 1) != 0 {
         mods.push("clamp".into());
     }
@@ -485,7 +603,7 @@ fn vop3p(inst: &Inst, ops: &mut Vec<String>, mods: &mut Vec<String>) {
     let neg_hi = bits(w[0], 8, 3);
     let opsel = bits(w[0], 11, 3);
     let opsel_hi = bits(w[1], 27, 2) | (bits(w[0], 14, 1) << 2);
-    let mix = info.mnemonic.contains("_mix_");
+    let mix = info.mnemonic.contains("_mix");
     for spec in &info.operands {
         ops.push(match *spec {
             Spec::Reg { field: Field::Dst, width, .. } => vgpr_name(bits(w[0], 0, 8), width),

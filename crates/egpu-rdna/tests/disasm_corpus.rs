@@ -47,7 +47,10 @@ fn corpus_disassembly_matches_llvm_objdump() {
                 total += 1;
                 let off = (a - co.text_addr) as usize;
                 let mine = match egpu_rdna::decode(co.arch, &co.text[off..], *a) {
-                    Ok(inst) => normalise(&egpu_rdna::format(&inst)),
+                    Ok(inst) => match egpu_rdna::disasm::try_format(&inst) {
+                        Ok(t) => normalise(&t),
+                        Err(e) => format!("unprintable: {e}"),
+                    },
                     Err(e) => format!("error: {e}"),
                 };
                 if &mine != t {
