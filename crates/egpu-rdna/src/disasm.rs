@@ -127,7 +127,11 @@ fn check_printable(inst: &Inst) -> Result<(), Unprintable> {
             }
             _ => {}
         }
-        if info.operands.contains(&Spec::ImmDec) && !branch && imm > 255 && mn != "s_nop" {
+        if info.operands.contains(&Spec::ImmDec)
+            && !branch
+            && imm > 255
+            && !matches!(mn, "s_nop" | "s_barrier_wait")
+        {
             return no("immediate outside the operand's printable range");
         }
     }
