@@ -230,8 +230,8 @@ pub fn format(inst: &Inst) -> String {
                     }
                     Spec::Fixed(t) => (*t).to_string(),
                     Spec::ImmDec if imm == 0 && info.mnemonic == "s_endpgm" => continue,
-                    // A signed 16-bit operand: LLVM prints negative values as hex.
-                    Spec::ImmDec if imm >= 0x8000 && info.mnemonic == "s_barrier_wait" => {
+                    // LLVM prints s_barrier_wait immediates above 255 in hex.
+                    Spec::ImmDec if imm > 255 && info.mnemonic == "s_barrier_wait" => {
                         format!("0x{imm:x}")
                     }
                     Spec::ImmDec => format!("{imm}"),
