@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod device;
+mod disasm;
 mod emu_copy;
 mod error;
 mod gpu;
@@ -47,6 +48,8 @@ enum Command {
     Setup(SetupArgs),
     /// Run a GGUF language model: stream its answer to PROMPT, then prompt and decode tokens/s.
     Run(egpu_llm::RunArgs),
+    /// Disassemble an AMD (gfx11/gfx12) code object in LLVM's syntax.
+    Disasm(disasm::DisasmArgs),
     /// AMD GPU firmware files.
     Firmware {
         #[command(subcommand)]
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args.gpu),
         Command::Setup(args) => setup(args.install),
         Command::Run(args) => egpu_llm::run(&args).map_err(CliError::from),
+        Command::Disasm(args) => disasm::run(&args),
         Command::Firmware { what: FirmwareCommand::Check(args) } => {
             egpu_amd::firmware::firmware_check(&args).map_err(CliError::from)
         }

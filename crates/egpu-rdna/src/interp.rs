@@ -45,7 +45,7 @@ impl FlatMemory {
             reason: format!(
                 "outside the mapped range {:#x}..{:#x}",
                 self.base,
-                self.base + self.bytes.len() as u64
+                self.base.saturating_add(self.bytes.len() as u64)
             ),
         };
         let off = va.checked_sub(self.base).ok_or_else(fault)?;
@@ -1266,8 +1266,9 @@ pub fn run(d: &Dispatch, mem: &mut dyn Memory) -> Result<Stats, ExecError> {
             d.scratch_per_lane
         )));
     }
-    // RSRC1[5:0]: VGPR granules of 8 in wave32.
-    let nvgpr = ((bits(d.rsrc1, 0, 6) + 1) * 8).min(256) as usize;
+    // The whole architectural VGPR file (plus room for the tail of a 4-dword tuple at v255), so
+    // that no encodable register number indexes outside it.
+    let nvgpr = 260;
     let mut prog = Program { ops: Vec::new(), index: HashMap::new() };
     let mut stats = Stats::default();
     let mut budget = d.step_budget;

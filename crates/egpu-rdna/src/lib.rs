@@ -5,6 +5,7 @@ pub mod decode;
 pub mod disasm;
 pub mod elf;
 pub mod interp;
+pub mod objdump;
 
 pub use decode::{decode, decode_all, Arch, Class, DecodeError, Inst};
 pub use disasm::format;

@@ -69,3 +69,26 @@ fn corpus_disassembly_matches_llvm_objdump() {
     assert!(bad.is_empty(), "{} of {total} differ:\n{}", bad.len(), bad.join("\n"));
     assert!(total > 1000, "the corpus has {total} instructions");
 }
+
+#[test]
+fn listing_of_a_kernel_and_bad_objects() {
+    if !common::have_tool("clang-19") {
+        return;
+    }
+    let path = common::build("reduce", "gfx1100");
+    let data = std::fs::read(&path).unwrap();
+    let mut out = Vec::new();
+    egpu_rdna::objdump::write_listing(&data, Some("reduce_sum"), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("<reduce_sum>:"), "{text}");
+    assert!(text.contains("s_barrier"), "{text}");
+    assert!(text.contains("s_endpgm"), "{text}");
+    let mut sink = Vec::new();
+    let err = egpu_rdna::objdump::write_listing(&data, Some("nope"), &mut sink).unwrap_err();
+    assert!(err.to_string().contains("reduce_sum"), "{err}");
+    // Truncated and garbage objects are errors, not panics.
+    for cut in [0, 16, 64, 1000, data.len() / 2] {
+        let _ = egpu_rdna::objdump::write_listing(&data[..cut], None, &mut Vec::new());
+    }
+    assert!(egpu_rdna::objdump::write_listing(b"not an elf", None, &mut Vec::new()).is_err());
+}
