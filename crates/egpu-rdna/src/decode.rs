@@ -383,6 +383,18 @@ pub fn decode(arch: Arch, bytes: &[u8], addr: u64) -> Result<Inst, DecodeError> 
     for (i, slot) in w.iter_mut().enumerate().take(ndw) {
         *slot = dword(bytes, i).ok_or_else(|| trunc(ndw * 4))?;
     }
+    // DPP8/DPP16 (src0 233/250) append a control dword and change the operand syntax: not
+    // decoded, so they can never be mistaken for a 4- or 8-byte instruction.
+    let src0 = match class {
+        Class::Vop1 | Class::Vop2 | Class::Vopc | Class::Vopd => Some(w[0] & 0x1FF),
+        Class::Vop3 | Class::Vop3p => Some(w[1] & 0x1FF),
+        _ => None,
+    };
+    if matches!(src0, Some(233 | 250))
+        || (class == Class::Vopd && matches!(w[1] & 0x1FF, 233 | 250))
+    {
+        return Err(DecodeError::UnsupportedEncoding { addr, word: w0 });
+    }
     let tabs = tables(arch);
     let unknown = DecodeError::UnknownOpcode { addr, class, op, word: w0 };
     let info = tabs.get(&(class, op)).ok_or(unknown.clone())?;

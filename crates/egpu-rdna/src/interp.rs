@@ -1234,7 +1234,13 @@ fn class_f32(x: f32, mask: u32) -> bool {
 struct Program {
     ops: Vec<Op>,
     index: HashMap<u64, u32>,
+    /// Per op: the index of the op that follows it in memory, and of its branch target
+    /// (both static), or NONE until first needed.
+    next: Vec<u32>,
+    taken: Vec<u32>,
 }
+
+const NONE: u32 = u32::MAX;
 
 /// Runs a whole dispatch: every workgroup, every wave, until all end or one faults.
 pub fn run(d: &Dispatch, mem: &mut dyn Memory) -> Result<Stats, ExecError> {
@@ -1269,7 +1275,8 @@ pub fn run(d: &Dispatch, mem: &mut dyn Memory) -> Result<Stats, ExecError> {
     // The whole architectural VGPR file (plus room for the tail of a 4-dword tuple at v255), so
     // that no encodable register number indexes outside it.
     let nvgpr = 260;
-    let mut prog = Program { ops: Vec::new(), index: HashMap::new() };
+    let mut prog =
+        Program { ops: Vec::new(), index: HashMap::new(), next: Vec::new(), taken: Vec::new() };
     let mut stats = Stats::default();
     let mut budget = d.step_budget;
     let mut lds = vec![0u8; d.lds_size as usize];
@@ -1428,6 +1435,8 @@ fn fetch_lower(
     })?;
     let i = prog.ops.len() as u32;
     prog.ops.push(op);
+    prog.next.push(NONE);
+    prog.taken.push(NONE);
     prog.index.insert(pc, i);
     Ok(i)
 }
@@ -1441,8 +1450,8 @@ fn run_wave(
     budget: &mut u64,
     stats: &mut Stats,
 ) -> Result<(), ExecError> {
-    // Straight-line runs reuse the index of the next op without a hash lookup.
-    let mut cur: Option<(u64, u32)> = None;
+    // The first op is looked up by address; after that, successors come from the links.
+    let mut idx = fetch_lower(d, mem, prog, w.pc)?;
     loop {
         if *budget == 0 {
             return Err(ExecError::StepBudget { budget: d.step_budget, pc: w.pc });
@@ -1450,28 +1459,31 @@ fn run_wave(
         *budget -= 1;
         stats.wave_instructions += 1;
         let pc = w.pc;
-        let idx = match cur {
-            Some((p, i)) if p == pc => i,
-            _ => fetch_lower(d, mem, prog, pc)?,
-        };
         let op = &prog.ops[idx as usize];
         let next = pc + u64::from(op.len);
         w.pc = next;
         let flow = exec_op(d, mem, lds, w, op, pc)?;
         match flow {
             Flow::Next => {
-                // The op after this one is usually the next in the cache.
-                let ni = idx + 1;
-                cur = match prog.ops.get(ni as usize) {
-                    Some(_) if prog.index.get(&next) == Some(&ni) => Some((next, ni)),
-                    _ => None,
+                let link = prog.next[idx as usize];
+                idx = if link != NONE {
+                    link
+                } else {
+                    let n = fetch_lower(d, mem, prog, next)?;
+                    prog.next[idx as usize] = n;
+                    n
                 };
-                if cur.is_none() {
-                    let i = fetch_lower(d, mem, prog, next)?;
-                    cur = Some((next, i));
-                }
             }
-            Flow::Jump => cur = None,
+            Flow::Jump => {
+                let link = prog.taken[idx as usize];
+                idx = if link != NONE {
+                    link
+                } else {
+                    let n = fetch_lower(d, mem, prog, w.pc)?;
+                    prog.taken[idx as usize] = n;
+                    n
+                };
+            }
             Flow::End => {
                 w.done = true;
                 return Ok(());

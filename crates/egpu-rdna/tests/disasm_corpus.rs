@@ -92,3 +92,38 @@ fn listing_of_a_kernel_and_bad_objects() {
     }
     assert!(egpu_rdna::objdump::write_listing(b"not an elf", None, &mut Vec::new()).is_err());
 }
+
+#[test]
+fn interpreter_implements_every_corpus_instruction() {
+    if !common::have_tool("clang-19") {
+        return;
+    }
+    let mut missing = std::collections::BTreeSet::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for arch in common::ARCHS {
+        for k in common::KERNELS {
+            let data = std::fs::read(common::build(k, arch)).unwrap();
+            let co = CodeObject::parse(&data).unwrap();
+            for (_, inst) in egpu_rdna::decode_all(co.arch, &co.text, co.text_addr).unwrap() {
+                seen.insert(inst.info.mnemonic);
+                if !egpu_rdna::interp::implemented(inst.info.mnemonic) {
+                    missing.insert(format!("{arch} {}", inst.info.mnemonic));
+                }
+            }
+        }
+    }
+    eprintln!("{} distinct mnemonics in the corpus", seen.len());
+    assert!(missing.is_empty(), "not implemented: {missing:?}");
+}
+
+#[test]
+fn dpp_is_refused_cleanly() {
+    // v_mov_b32_dpp v0, v1 quad_perm:[0,1,2,3] row_mask:0xf bank_mask:0xf (src0 = 250 + a DPP dword).
+    let bytes = [0xFA, 0x02, 0x00, 0x7E, 0x01, 0xE4, 0x00, 0xFF];
+    for arch in [egpu_rdna::Arch::Gfx11, egpu_rdna::Arch::Gfx12] {
+        assert!(matches!(
+            egpu_rdna::decode(arch, &bytes, 0x40),
+            Err(egpu_rdna::DecodeError::UnsupportedEncoding { addr: 0x40, .. })
+        ));
+    }
+}

@@ -332,3 +332,65 @@ fn faults_are_typed_errors() {
         assert!(matches!(err, ExecError::Fetch { pc: 0x10, .. }), "{arch}: {err}");
     }
 }
+
+fn alu_host(seed: u32, iters: i32) -> (u32, f32) {
+    let mut h = seed;
+    let mut f = (h & 0xffff) as f32 * (1.0 / 65536.0);
+    for k in 0..iters {
+        h ^= h << 13;
+        h ^= h >> 17;
+        h ^= h << 5;
+        h = h.wrapping_mul(0x9E37_79B1).wrapping_add(k as u32);
+        f = f.mul_add(0.999, 0.001);
+    }
+    (h, f)
+}
+
+fn run_alu(arch: &str, waves: u32, iters: i32) -> Option<(egpu_rdna::Stats, std::time::Duration)> {
+    let mut g = Gpu::load("alu", arch)?;
+    let n = (waves * 32) as usize;
+    let mut r = rng(9);
+    let seeds: Vec<u32> = (0..n).map(|_| r()).collect();
+    let sa = g.alloc(&seeds.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<_>>());
+    let oa = g.alloc(&vec![0; n * 4]);
+    let fa = g.alloc(&vec![0; n * 4]);
+    let mut args = sa.to_le_bytes().to_vec();
+    args.extend(oa.to_le_bytes());
+    args.extend(fa.to_le_bytes());
+    args.extend(iters.to_le_bytes());
+    let t = std::time::Instant::now();
+    let stats = g.dispatch("alu_loop", &args, [waves, 1, 1], [32, 1, 1]).unwrap();
+    let dt = t.elapsed();
+    let out = to_i32s(&g.read(oa, n * 4));
+    let fout = to_f32s(&g.read(fa, n * 4));
+    for i in 0..n {
+        let (h, f) = alu_host(seeds[i], iters);
+        assert_eq!(out[i] as u32, h, "{arch} lane {i}");
+        assert_eq!(fout[i].to_bits(), f.to_bits(), "{arch} lane {i}");
+    }
+    Some((stats, dt))
+}
+
+#[test]
+fn alu_loop_matches_host() {
+    for arch in common::ARCHS {
+        if run_alu(arch, 3, 37).is_none() {
+            return;
+        }
+    }
+}
+
+/// The speed figure: `cargo test --release -p egpu-rdna --test run_corpus -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: prints wave-instructions per second (run in release)"]
+fn interpreter_speed() {
+    for arch in common::ARCHS {
+        let Some((stats, dt)) = run_alu(arch, 64, 20_000) else { return };
+        eprintln!(
+            "{arch}: {} wave-instructions in {:.3} s = {:.1} M wave-instructions/s (one core, ALU loop)",
+            stats.wave_instructions,
+            dt.as_secs_f64(),
+            stats.wave_instructions as f64 / dt.as_secs_f64() / 1e6
+        );
+    }
+}

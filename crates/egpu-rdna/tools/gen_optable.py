@@ -28,7 +28,8 @@ def words_gfx(arch):
     for op in range(96):
         cases.append(("SOP2", op, [[(2 << 30) | (op << 23) | (10 << 16) | (30 << 8) | 20]]))
     for op in range(29):
-        cases.append(("SOPK", op, [[(0b1011 << 28) | (op << 23) | (10 << 16) | 0x1234]]))
+        w = (0b1011 << 28) | (op << 23) | (10 << 16) | 0x1234
+        cases.append(("SOPK", op, [[w], [w, 0x3F800000]]))
     for op in range(256):
         cases.append(("SOP1", op, [[0xBE800000 | (10 << 16) | (op << 8) | 20], [0xBE800000 | (op << 8) | 20],
                                    [0xBE800000 | (10 << 16) | (op << 8)], [0xBE800000 | (op << 8)]]))
@@ -45,7 +46,9 @@ def words_gfx(arch):
         cases.append(("VOP1", op, [[0x7E000000 | (10 << 17) | (op << 9) | (256 + 20)],
                                    [0x7E000000 | (op << 9)]]))
     for op in range(62):
-        cases.append(("VOP2", op, [[(op << 25) | (10 << 17) | (30 << 9) | (256 + 20)]]))
+        w = (op << 25) | (10 << 17) | (30 << 9) | (256 + 20)
+        # fmamk/fmaak always carry a literal constant.
+        cases.append(("VOP2", op, [[w], [w, 0x3F800000]]))
     for op in range(256):
         cases.append(("VOPC", op, [[0x7C000000 | (op << 17) | (30 << 9) | (256 + 20)]]))
     for op in range(1024):

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const ARCHS: [&str; 2] = ["gfx1100", "gfx1201"];
-pub const KERNELS: [&str; 5] = ["elementwise", "reduce", "dot_i8", "matmul", "softmax"];
+pub const KERNELS: [&str; 6] = ["elementwise", "reduce", "dot_i8", "matmul", "softmax", "alu"];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
