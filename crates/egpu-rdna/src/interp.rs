@@ -1116,6 +1116,47 @@ impl Wave {
             other => self.s64(other),
         }
     }
+    /// All 32 lanes of a source.
+    #[inline]
+    fn lanes(&self, src: Src) -> [u32; 32] {
+        match src {
+            Src::V(r) => {
+                let i = r as usize * 32;
+                let mut out = [0u32; 32];
+                if let Some(s) = self.vgpr.get(i..i + 32) {
+                    out.copy_from_slice(s);
+                }
+                out
+            }
+            other => [self.s(other); 32],
+        }
+    }
+    /// All 32 lanes of a float source with its abs/neg modifiers applied.
+    #[inline]
+    fn flanes(&self, src: Src, mods: u8, i: usize) -> [f32; 32] {
+        let raw = self.lanes(src);
+        let mut out = [0f32; 32];
+        for l in 0..32 {
+            out[l] = fmod(mods, i, f32::from_bits(raw[l]));
+        }
+        out
+    }
+    /// Writes a VGPR's lanes under EXEC.
+    #[inline]
+    fn write_lanes(&mut self, r: u16, vals: &[u32; 32]) {
+        let exec = self.sgpr[EXEC];
+        let i = r as usize * 32;
+        let Some(dst) = self.vgpr.get_mut(i..i + 32) else { return };
+        if exec == u32::MAX {
+            dst.copy_from_slice(vals);
+        } else {
+            for l in 0..32 {
+                if exec >> l & 1 != 0 {
+                    dst[l] = vals[l];
+                }
+            }
+        }
+    }
     #[inline]
     fn set_s(&mut self, r: u16, v: u32) {
         if r as usize != NULL && (r as usize) < 128 {
@@ -1538,56 +1579,65 @@ fn exec_single(
     let s0 = op.s[0];
     let s1 = op.s[1];
     let s2 = op.s[2];
+    // Vector ops work on whole 32-lane arrays (sources fetched once, results written under
+    // EXEC), which the compiler vectorises; inactive lanes compute harmlessly and are dropped.
     macro_rules! v2 {
         (|$a:ident, $b:ident| $e:expr) => {{
-            lanes!(w, l, {
-                let $a = w.v(s0, l);
-                let $b = w.v(s1, l);
-                setv(w, op.d, l, $e);
-            });
+            let (xa, xb) = (w.lanes(s0), w.lanes(s1));
+            let mut r = [0u32; 32];
+            for l in 0..32 {
+                let ($a, $b) = (xa[l], xb[l]);
+                r[l] = $e;
+            }
+            w.write_lanes(op.d, &r);
         }};
     }
     macro_rules! v3 {
         (|$a:ident, $b:ident, $c:ident| $e:expr) => {{
-            lanes!(w, l, {
-                let $a = w.v(s0, l);
-                let $b = w.v(s1, l);
-                let $c = w.v(s2, l);
-                setv(w, op.d, l, $e);
-            });
+            let (xa, xb, xc) = (w.lanes(s0), w.lanes(s1), w.lanes(s2));
+            let mut r = [0u32; 32];
+            for l in 0..32 {
+                let ($a, $b, $c) = (xa[l], xb[l], xc[l]);
+                r[l] = $e;
+            }
+            w.write_lanes(op.d, &r);
         }};
     }
     macro_rules! f1 {
         (|$a:ident| $e:expr) => {{
-            lanes!(w, l, {
-                let $a = fmod(op.mods, 0, f32::from_bits(w.v(s0, l)));
-                let r: f32 = $e;
-                let r = if op.clamp { r.clamp(0.0, 1.0) } else { r };
-                setv(w, op.d, l, r.to_bits());
-            });
+            let xa = w.flanes(s0, op.mods, 0);
+            let mut r = [0u32; 32];
+            for l in 0..32 {
+                let $a = xa[l];
+                let v: f32 = $e;
+                r[l] = if op.clamp { v.clamp(0.0, 1.0) } else { v }.to_bits();
+            }
+            w.write_lanes(op.d, &r);
         }};
     }
     macro_rules! f2 {
         (|$a:ident, $b:ident| $e:expr) => {{
-            lanes!(w, l, {
-                let $a = fmod(op.mods, 0, f32::from_bits(w.v(s0, l)));
-                let $b = fmod(op.mods, 1, f32::from_bits(w.v(s1, l)));
-                let r: f32 = $e;
-                let r = if op.clamp { r.clamp(0.0, 1.0) } else { r };
-                setv(w, op.d, l, r.to_bits());
-            });
+            let (xa, xb) = (w.flanes(s0, op.mods, 0), w.flanes(s1, op.mods, 1));
+            let mut r = [0u32; 32];
+            for l in 0..32 {
+                let ($a, $b) = (xa[l], xb[l]);
+                let v: f32 = $e;
+                r[l] = if op.clamp { v.clamp(0.0, 1.0) } else { v }.to_bits();
+            }
+            w.write_lanes(op.d, &r);
         }};
     }
     macro_rules! f3 {
         (|$a:ident, $b:ident, $c:ident| $e:expr) => {{
-            lanes!(w, l, {
-                let $a = fmod(op.mods, 0, f32::from_bits(w.v(s0, l)));
-                let $b = fmod(op.mods, 1, f32::from_bits(w.v(s1, l)));
-                let $c = fmod(op.mods, 2, f32::from_bits(w.v(s2, l)));
-                let r: f32 = $e;
-                let r = if op.clamp { r.clamp(0.0, 1.0) } else { r };
-                setv(w, op.d, l, r.to_bits());
-            });
+            let (xa, xb, xc) =
+                (w.flanes(s0, op.mods, 0), w.flanes(s1, op.mods, 1), w.flanes(s2, op.mods, 2));
+            let mut r = [0u32; 32];
+            for l in 0..32 {
+                let ($a, $b, $c) = (xa[l], xb[l], xc[l]);
+                let v: f32 = $e;
+                r[l] = if op.clamp { v.clamp(0.0, 1.0) } else { v }.to_bits();
+            }
+            w.write_lanes(op.d, &r);
         }};
     }
     macro_rules! salu {
