@@ -1,6 +1,9 @@
 //! Prints how many table opcodes the interpreter implements, per architecture and class.
 fn main() {
-    for (arch, data) in [("gfx11", include_str!("../data/ops_gfx11.txt")), ("gfx12", include_str!("../data/ops_gfx12.txt"))] {
+    for (arch, data) in [
+        ("gfx11", include_str!("../data/ops_gfx11.txt")),
+        ("gfx12", include_str!("../data/ops_gfx12.txt")),
+    ] {
         let mut per: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
         for line in data.lines().filter(|l| !l.starts_with('#')) {
             let mut it = line.split(' ');
