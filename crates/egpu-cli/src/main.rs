@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod demo;
 mod device;
+mod disasm;
 mod error;
 mod firmware;
 mod gpu;
@@ -53,6 +54,8 @@ enum Command {
     Run(args::RunArgs),
     /// Serve a GGUF model over an OpenAI-compatible HTTP API, with a chat page at /.
     Serve(args::ServeArgs),
+    /// Disassemble an AMD (gfx11/gfx12) code object in LLVM's syntax.
+    Disasm(disasm::DisasmArgs),
     /// AMD GPU firmware files.
     Firmware {
         #[command(subcommand)]
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
         Command::Setup(args) => setup(args.install),
         Command::Run(args) => chat::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Disasm(args) => disasm::run(&args),
         Command::Firmware { what: FirmwareCommand::Check(args) } => {
             egpu_amd::firmware::firmware_check(&args.into()).map_err(CliError::from)
         }
