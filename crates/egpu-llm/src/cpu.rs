@@ -368,25 +368,27 @@ impl Backend for CpuBackend {
             return Err(shape_err("rope", format!("n_rot {} for head_dim {head_dim}", rope.n_rot)));
         }
         let half = rope.n_rot / 2;
-        let mut cos_sin = vec![(0f32, 0f32); half];
-        for (t, &pos) in positions.iter().enumerate() {
-            for (cs, &f) in cos_sin.iter_mut().zip(&rope.inv_freq) {
-                // f64 angle: positions × frequencies lose precision in f32 at long contexts.
-                let angle = pos as f64 * f64::from(f);
-                *cs = (angle.cos() as f32, angle.sin() as f32);
-            }
-            for head in x[t * width..(t + 1) * width].chunks_exact_mut(head_dim) {
-                for (i, &(c, s)) in cos_sin.iter().enumerate() {
-                    let (a, b) = match rope.style {
-                        RopeStyle::Normal => (2 * i, 2 * i + 1),
-                        RopeStyle::Neox => (i, i + half),
-                    };
-                    let (x0, x1) = (head[a], head[b]);
-                    head[a] = x0 * c - x1 * s;
-                    head[b] = x0 * s + x1 * c;
+        with_scratch(2 * half, |cs| {
+            let (cos, sin) = cs.split_at_mut(half);
+            for (t, &pos) in positions.iter().enumerate() {
+                for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&rope.inv_freq) {
+                    // f64 angle: positions × frequencies lose precision in f32 at long contexts.
+                    let angle = pos as f64 * f64::from(f);
+                    (*c, *s) = (angle.cos() as f32, angle.sin() as f32);
+                }
+                for head in x[t * width..(t + 1) * width].chunks_exact_mut(head_dim) {
+                    for (i, (&c, &s)) in cos.iter().zip(sin.iter()).enumerate() {
+                        let (a, b) = match rope.style {
+                            RopeStyle::Normal => (2 * i, 2 * i + 1),
+                            RopeStyle::Neox => (i, i + half),
+                        };
+                        let (x0, x1) = (head[a], head[b]);
+                        head[a] = x0 * c - x1 * s;
+                        head[b] = x0 * s + x1 * c;
+                    }
                 }
             }
-        }
+        });
         Ok(())
     }
 
@@ -427,6 +429,7 @@ impl Backend for CpuBackend {
         kc[start * kv_width..(start + rows) * kv_width].copy_from_slice(&k[..rows * kv_width]);
         vc[start * kv_width..(start + rows) * kv_width].copy_from_slice(&v[..rows * kv_width]);
         let (kc, vc) = (&*kc, &*vc);
+        let capacity = cache.capacity;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let isa = self.isa;
         let shape = AttnShape { heads, kv_heads, head_dim, kv_width, q_width, scale };
@@ -437,7 +440,7 @@ impl Backend for CpuBackend {
                 out[..q_width].par_chunks_mut(head_dim).enumerate().for_each(|(h, o)| {
                     let qh = &q[h * head_dim..(h + 1) * head_dim];
                     let n_ctx = start + 1;
-                    with_scratch(n_ctx, |scores| {
+                    with_scratch_reserve(n_ctx, capacity, |scores| {
                         attend(isa, qh, kc, vc, kv_width, (h / group) * head_dim, scale, scores, o);
                     });
                 });
@@ -455,9 +458,13 @@ impl Backend for CpuBackend {
                     let q_tile = &q[t0 * q_width..(t0 + nt) * q_width];
                     let n_max = start + t0 + nt;
                     let group = heads / kv_heads;
-                    with_scratch(group * nt * n_max, |scores| {
-                        attend_tile(isa, &shape, q_tile, kc, vc, start + t0, scores, o);
-                    });
+                    with_scratch_reserve(
+                        group * nt * n_max,
+                        group * QUERY_TILE * capacity,
+                        |scores| {
+                            attend_tile(isa, &shape, q_tile, kc, vc, start + t0, scores, o);
+                        },
+                    );
                 },
             );
         });
@@ -522,9 +529,15 @@ thread_local! {
 /// Runs `f` on `len` floats of this thread's scratch. `f` must not start parallel work (a
 /// stolen task on this thread would find the scratch borrowed).
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with_scratch_reserve(len, len, f)
+}
+
+/// [`with_scratch`], growing the scratch to at least `reserve` floats when it grows at all (the
+/// size a growing context will need, so that it grows once rather than at every position).
+fn with_scratch_reserve<R>(len: usize, reserve: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with_borrow_mut(|v| {
         if v.len() < len {
-            v.resize(len, 0.0);
+            v.resize(len.max(reserve), 0.0);
         }
         f(&mut v[..len])
     })
