@@ -22,6 +22,9 @@ fn decode_rows_per_task(n_out: usize, threads: usize) -> usize {
     n_out.div_ceil(threads * DECODE_TASKS_PER_THREAD).max(ROWS_PER_TASK)
 }
 
+/// Tokens per prefill matrix product pass (see `matmul`).
+const PREFILL_TOKEN_TILE: usize = 64;
+
 /// Weight rows per prefill task: a multiple of the kernel's four-row blocks, at least four
 /// tasks per thread so that the causal and ragged work balances.
 fn prefill_rows_per_task(n_out: usize, threads: usize) -> usize {
@@ -262,42 +265,21 @@ impl Backend for CpuBackend {
         let bytes = w.bytes();
         let ty = kernel.ty();
         let isa = self.isa;
-        if qdot::supports(ty) {
-            // Quantize the activations once, then integer dot products. The buffers are taken
-            // out rather than locked through the parallel section: a worker waiting in it may
-            // pick up another caller's forward pass, which must not block.
+        if rows == 1 && qdot::supports(ty) {
+            // Decode: quantize the activations once, then integer dot products. The buffer is
+            // taken out rather than locked through the parallel section: a worker waiting in
+            // it may pick up another caller's forward pass, which must not block.
             let mut xq = take(&self.xq);
-            xq.quantize_rows(&x[..rows * n_in], rows);
+            xq.quantize(&x[..n_in]);
             let xq_ref = &xq;
-            if rows == 1 {
-                let per_task = decode_rows_per_task(n_out, self.threads);
-                self.pool.install(|| {
-                    out[..n_out].par_chunks_mut(per_task).enumerate().for_each(|(chunk, o)| {
-                        let first = chunk * per_task;
-                        let w = &bytes[first * rb..(first + o.len()) * rb];
-                        qdot::dot_rows_q(isa, ty, w, rb, xq_ref, o);
-                    });
+            let per_task = decode_rows_per_task(n_out, self.threads);
+            self.pool.install(|| {
+                out[..n_out].par_chunks_mut(per_task).enumerate().for_each(|(chunk, o)| {
+                    let first = chunk * per_task;
+                    let w = &bytes[first * rb..(first + o.len()) * rb];
+                    qdot::dot_rows_q(isa, ty, w, rb, xq_ref, o);
                 });
-            } else {
-                // Prefill: each task takes a band of weight rows against every token, so that
-                // the weights stream through the cache once per call; the result comes out
-                // transposed (row-major by weight row).
-                let mut transposed = take(&self.transposed);
-                transposed.resize(n_out * rows, 0.0);
-                let per_task = prefill_rows_per_task(n_out, self.threads);
-                self.pool.install(|| {
-                    transposed.par_chunks_mut(per_task * rows).enumerate().for_each(
-                        |(chunk, o)| {
-                            let first = chunk * per_task;
-                            let n = o.len() / rows;
-                            let w = &bytes[first * rb..(first + n) * rb];
-                            qdot::dot_rows_tokens_q(isa, ty, w, rb, xq_ref, o);
-                        },
-                    );
-                });
-                transpose_into(&transposed, n_out, rows, out);
-                put(&self.transposed, transposed);
-            }
+            });
             put(&self.xq, xq);
             return Ok(());
         }
@@ -311,25 +293,34 @@ impl Backend for CpuBackend {
             });
             return Ok(());
         }
-        // Prefill of float weights: each weight row is decoded once per task and used for
-        // every token.
+        // Prefill: each weight row is decoded to f32 once per task and used for every token,
+        // so that the weights stream through the cache once per call. (The integer kernel
+        // `qdot::dot_rows_tokens_q` computes the same; on AVX2/AVX-512 machines the f32 FMA
+        // loop over decoded rows measured faster: 18-26 against 9-18 GMAC/s per core.)
+        // Tokens go in tiles so that a tile's activations stay in the L2 cache while four
+        // decoded weight rows are multiplied with each of them.
         let mut transposed = take(&self.transposed);
-        transposed.resize(n_out * rows, 0.0);
-        self.pool.install(|| {
-            transposed.par_chunks_mut(ROWS_PER_TASK * rows).enumerate().for_each(|(chunk, o)| {
-                with_scratch(4 * n_in, |scratch| {
-                    let first = chunk * ROWS_PER_TASK;
-                    let n = o.len() / rows;
-                    kernel.dot_rows_tokens(
-                        &bytes[first * rb..(first + n) * rb],
-                        &x[..rows * n_in],
-                        scratch,
-                        o,
-                    );
+        let per_task = prefill_rows_per_task(n_out, self.threads);
+        for t0 in (0..rows).step_by(PREFILL_TOKEN_TILE) {
+            let tt = PREFILL_TOKEN_TILE.min(rows - t0);
+            let xs = &x[t0 * n_in..(t0 + tt) * n_in];
+            transposed.resize(n_out * tt, 0.0);
+            self.pool.install(|| {
+                transposed.par_chunks_mut(per_task * tt).enumerate().for_each(|(chunk, o)| {
+                    with_scratch(4 * n_in, |scratch| {
+                        let first = chunk * per_task;
+                        let n = o.len() / tt;
+                        kernel.dot_rows_tokens(
+                            &bytes[first * rb..(first + n) * rb],
+                            xs,
+                            scratch,
+                            o,
+                        );
+                    });
                 });
             });
-        });
-        transpose_into(&transposed, n_out, rows, out);
+            transpose_into(&transposed[..n_out * tt], n_out, tt, &mut out[t0 * n_out..]);
+        }
         put(&self.transposed, transposed);
         Ok(())
     }

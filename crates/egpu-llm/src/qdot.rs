@@ -19,8 +19,8 @@
 //!
 //! Supported weight types: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K. The
 //! instruction set is chosen once ([`Isa::host`]); the scalar kernels are safe Rust and the
-//! reference the SIMD kernels are tested against. Q4_0/Q4_1/Q8_0 keep hand-fused AVX2 decode
-//! kernels that skip the unpacking step.
+//! reference the SIMD kernels are tested against. Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 keep
+//! hand-fused AVX2 decode kernels that skip the unpacking step.
 
 use std::sync::OnceLock;
 
@@ -255,7 +255,10 @@ pub fn dot_rows_q(
     match isa.0 {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 | Level::Avx512Vnni
-            if matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) =>
+            if matches!(
+                ty,
+                GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
+            ) =>
         {
             // SAFETY: an `Isa` above Scalar is only made by `Isa::available`, after checking
             // that the CPU has AVX2, FMA and F16C, the only requirements of `avx2::dot_rows`.
@@ -596,14 +599,52 @@ mod avx2 {
     /// into the offset.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn q4_scale_min<const N: usize, const MIN: bool>(b: &[u8; N]) -> (f32, f32) {
+    fn q4_scale_min<const N: usize, const MIN: bool, const FIVE: bool>(b: &[u8; N]) -> (f32, f32) {
         let dm = halves(b);
         let d = _mm_cvtss_f32(dm);
         if MIN {
             (d, _mm_cvtss_f32(_mm_movehdup_ps(dm)))
+        } else if FIVE {
+            (d, -16.0 * d)
         } else {
             (d, -8.0 * d)
         }
+    }
+
+    /// The 32 unsigned 5-bit quants of a Q5_0 (`N` = 22) or Q5_1 (`N` = 24) block as i16 in
+    /// element order: the nibbles (its last 16 bytes) with bit 4 from the 32-bit mask before
+    /// them (bit `j` for element `j`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn q5_quants<const N: usize>(b: &[u8; N]) -> (__m256i, __m256i) {
+        // (Only called for N = 22 and 24; `weights` instantiates it for Q4's 18 as well.)
+        let at = N.saturating_sub(20);
+        let (lo, hi) = nibbles(b);
+        let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let bits = _mm256_setr_epi16(
+            1,
+            2,
+            4,
+            8,
+            16,
+            32,
+            64,
+            128,
+            256,
+            512,
+            1024,
+            2048,
+            4096,
+            8192,
+            16384,
+            i16::MIN,
+        );
+        let sixteen = _mm256_set1_epi16(16);
+        let high = |v: u32| {
+            let set = _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16(v as i16), bits), bits);
+            _mm256_and_si256(set, sixteen)
+        };
+        (_mm256_or_si256(lo, high(qh & 0xffff)), _mm256_or_si256(hi, high(qh >> 16)))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -615,8 +656,10 @@ mod avx2 {
         out: &mut [f32],
     ) {
         match ty {
-            GgmlType::Q4_0 => rows_q4::<18, false>(rows, row_bytes, x, out),
-            GgmlType::Q4_1 => rows_q4::<20, true>(rows, row_bytes, x, out),
+            GgmlType::Q4_0 => rows_q4::<18, false, false>(rows, row_bytes, x, out),
+            GgmlType::Q4_1 => rows_q4::<20, true, false>(rows, row_bytes, x, out),
+            GgmlType::Q5_0 => rows_q4::<22, false, true>(rows, row_bytes, x, out),
+            GgmlType::Q5_1 => rows_q4::<24, true, true>(rows, row_bytes, x, out),
             GgmlType::Q8_0 => rows_q8_0(rows, row_bytes, x, out),
             _ => rows_tokens(ty, rows, row_bytes, x, out),
         }
@@ -704,7 +747,7 @@ mod avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn rows_q4<const N: usize, const MIN: bool>(
+    fn rows_q4<const N: usize, const MIN: bool, const FIVE: bool>(
         rows: &[u8],
         row_bytes: usize,
         x: &QActivations,
@@ -720,10 +763,10 @@ mod avx2 {
             let pairs = blocks.as_chunks::<2>().0.iter().zip(xq.as_chunks::<2>().0);
             let mut i = 0;
             for (b, q) in pairs {
-                let (d0, m0) = q4_scale_min::<N, MIN>(&b[0]);
-                let (d1, m1) = q4_scale_min::<N, MIN>(&b[1]);
-                let p0 = block_sum(nibbles(&b[0]), &q[0]);
-                let p1 = block_sum(nibbles(&b[1]), &q[1]);
+                let (d0, m0) = q4_scale_min::<N, MIN, FIVE>(&b[0]);
+                let (d1, m1) = q4_scale_min::<N, MIN, FIVE>(&b[1]);
+                let p0 = block_sum(weights::<N, FIVE>(&b[0]), &q[0]);
+                let p1 = block_sum(weights::<N, FIVE>(&b[1]), &q[1]);
                 let (e, s) = (&xd[i..i + 2], &xs[i..i + 2]);
                 acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(d0 * e[0]), acc0);
                 acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(d1 * e[1]), acc1);
@@ -731,12 +774,23 @@ mod avx2 {
                 i += 2;
             }
             if let (Some(b), Some(q)) = (blocks.get(i), xq.get(i)) {
-                let (d, m) = q4_scale_min::<N, MIN>(b);
-                let p = block_sum(nibbles(b), q);
+                let (d, m) = q4_scale_min::<N, MIN, FIVE>(b);
+                let p = block_sum(weights::<N, FIVE>(b), q);
                 acc0 = _mm256_fmadd_ps(p, _mm256_set1_ps(d * xd[i]), acc0);
                 mins += m * xs[i];
             }
             *o = hsum(_mm256_add_ps(acc0, acc1)) + mins;
+        }
+    }
+
+    /// The unsigned quants of a Q4 (`FIVE` false) or Q5 block.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn weights<const N: usize, const FIVE: bool>(b: &[u8; N]) -> (__m256i, __m256i) {
+        if FIVE {
+            q5_quants(b)
+        } else {
+            nibbles(b)
         }
     }
 
