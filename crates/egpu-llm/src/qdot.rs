@@ -583,7 +583,7 @@ mod avx2 {
         chunk_bytes, chunk_of, chunks_per_row, has_offsets, unpack, Block, Chunk, QActivations,
         GROUPS, QK, RESIDUAL_SCALE, TOKEN_TILE,
     };
-    use crate::quant::GgmlType;
+    use crate::quant::{k4_scale_min, GgmlType};
 
     /// The two halves at the start of a block (`d`, and `m` for Q4_1) as f32 lanes 0 and 1.
     /// The hardware conversion: the scalar bit trick, vectorized by the compiler, multiplies
@@ -661,6 +661,9 @@ mod avx2 {
             GgmlType::Q5_0 => rows_q4::<22, false, true>(rows, row_bytes, x, out),
             GgmlType::Q5_1 => rows_q4::<24, true, true>(rows, row_bytes, x, out),
             GgmlType::Q8_0 => rows_q8_0(rows, row_bytes, x, out),
+            GgmlType::Q4_K => rows_q45_k::<144, false>(rows, row_bytes, x, out),
+            GgmlType::Q5_K => rows_q45_k::<176, true>(rows, row_bytes, x, out),
+            GgmlType::Q6_K => rows_q6_k(rows, row_bytes, x, out),
             _ => rows_tokens(ty, rows, row_bytes, x, out),
         }
     }
@@ -817,6 +820,134 @@ mod avx2 {
                 let d = _mm_cvtss_f32(halves(b));
                 let p = block_sum(q8_weights(b), q);
                 acc0 = _mm256_fmadd_ps(p, _mm256_set1_ps(d * xd[i]), acc0);
+            }
+            *o = hsum(_mm256_add_ps(acc0, acc1));
+        }
+    }
+
+    /// The 32 bytes at `at` of a block.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn load32(b: &[u8], at: usize) -> __m256i {
+        let s = &b[at..at + 32];
+        // SAFETY: `s` is 32 readable bytes; `loadu` has no alignment requirement.
+        unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+    }
+
+    /// 32 unsigned bytes as two vectors of 16 i16 (bytes 0-15, 16-31).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn widen_u8(v: __m256i) -> (__m256i, __m256i) {
+        (
+            _mm256_cvtepu8_epi16(_mm256_castsi256_si128(v)),
+            _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(v)),
+        )
+    }
+
+    /// Q4_K (`N` = 144) and Q5_K (`N` = 176) rows, decoded in registers: per 64 elements one
+    /// 32-byte load of nibbles (and for Q5_K one compare per group for the fifth bits); the
+    /// 6-bit sub-block scales multiply the group's float sum, the mins go with the block sums.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn rows_q45_k<const N: usize, const FIVE: bool>(
+        rows: &[u8],
+        row_bytes: usize,
+        x: &QActivations,
+        out: &mut [f32],
+    ) {
+        let (xq, xd, xs) = (&x.qs[..], &x.d[..], &x.s[..]);
+        let m4 = _mm256_set1_epi8(0x0f);
+        let sixteen = _mm256_set1_epi8(16);
+        for (o, row) in out.iter_mut().zip(rows.chunks_exact(row_bytes)) {
+            let (blocks, _) = row.as_chunks::<N>();
+            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut mins = 0f32;
+            for (sb, b) in blocks.iter().enumerate() {
+                let dm = halves(b);
+                let (d, dmin) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+                let scales = &b[4..16];
+                let qs_at = if FIVE { 48 } else { 16 };
+                let qh = if FIVE { load32(b, 16) } else { _mm256_setzero_si256() };
+                for c in 0..4 {
+                    let q = load32(b, qs_at + 32 * c);
+                    let mut lo = _mm256_and_si256(q, m4);
+                    let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                    if FIVE {
+                        let (u1, u2) =
+                            (_mm256_set1_epi8(1 << (2 * c)), _mm256_set1_epi8(2 << (2 * c)));
+                        let b1 = _mm256_cmpeq_epi8(_mm256_and_si256(qh, u1), u1);
+                        let b2 = _mm256_cmpeq_epi8(_mm256_and_si256(qh, u2), u2);
+                        lo = _mm256_or_si256(lo, _mm256_and_si256(b1, sixteen));
+                        hi = _mm256_or_si256(hi, _mm256_and_si256(b2, sixteen));
+                    }
+                    let g = sb * 8 + 2 * c;
+                    let (sc1, m1) = k4_scale_min(2 * c, scales);
+                    let (sc2, m2) = k4_scale_min(2 * c + 1, scales);
+                    let p0 = block_sum(widen_u8(lo), &xq[g]);
+                    let p1 = block_sum(widen_u8(hi), &xq[g + 1]);
+                    acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(d * f32::from(sc1) * xd[g]), acc0);
+                    acc1 =
+                        _mm256_fmadd_ps(p1, _mm256_set1_ps(d * f32::from(sc2) * xd[g + 1]), acc1);
+                    mins += dmin * (f32::from(m1) * xs[g] + f32::from(m2) * xs[g + 1]);
+                }
+            }
+            *o = hsum(_mm256_add_ps(acc0, acc1)) - mins;
+        }
+    }
+
+    /// Q6_K rows decoded in registers: per 128 elements three 32-byte loads; the signed 8-bit
+    /// scales (one per 16 elements) are folded into the i16 weights (|w| ≤ 4096).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn rows_q6_k(rows: &[u8], row_bytes: usize, x: &QActivations, out: &mut [f32]) {
+        let (xq, xd) = (&x.qs[..], &x.d[..]);
+        let m4 = _mm256_set1_epi8(0x0f);
+        let m30 = _mm256_set1_epi8(0x30);
+        let bias = _mm256_set1_epi16(32);
+        for (o, row) in out.iter_mut().zip(rows.chunks_exact(row_bytes)) {
+            let (blocks, _) = row.as_chunks::<210>();
+            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            for (sb, b) in blocks.iter().enumerate() {
+                let d = _mm_cvtss_f32(halves(&b[208..]));
+                let sc = &b[192..208];
+                for h in 0..2 {
+                    let ql_a = load32(b, h * 64);
+                    let ql_b = load32(b, h * 64 + 32);
+                    let qh = load32(b, 128 + h * 32);
+                    let quants = [
+                        _mm256_or_si256(
+                            _mm256_and_si256(ql_a, m4),
+                            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(ql_b, m4),
+                            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql_a), m4),
+                            _mm256_and_si256(qh, m30),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql_b), m4),
+                            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
+                        ),
+                    ];
+                    for (k, q) in quants.into_iter().enumerate() {
+                        let (w0, w1) = widen_u8(q);
+                        let is = h * 8 + 2 * k;
+                        let s0 = _mm256_set1_epi16(i16::from(sc[is] as i8));
+                        let s1 = _mm256_set1_epi16(i16::from(sc[is + 1] as i8));
+                        let w0 = _mm256_mullo_epi16(_mm256_sub_epi16(w0, bias), s0);
+                        let w1 = _mm256_mullo_epi16(_mm256_sub_epi16(w1, bias), s1);
+                        let g = sb * 8 + h * 4 + k;
+                        let p = block_sum((w0, w1), &xq[g]);
+                        if k % 2 == 0 {
+                            acc0 = _mm256_fmadd_ps(p, _mm256_set1_ps(d * xd[g]), acc0);
+                        } else {
+                            acc1 = _mm256_fmadd_ps(p, _mm256_set1_ps(d * xd[g]), acc1);
+                        }
+                    }
+                }
             }
             *o = hsum(_mm256_add_ps(acc0, acc1));
         }
