@@ -1,5 +1,7 @@
-//! Integer dot products of packed weights with quantized activations, for the decode path
-//! (one token) and the prefill path (many tokens per weight read).
+//! Integer dot products of packed weights with quantized activations: [`dot_rows_q`] for the
+//! decode path (one token), [`dot_rows_tokens_q`] for many tokens per weight read. (The CPU
+//! backend's prefill multiplies decoded f32 rows instead: on this AVX-512 machine that measured
+//! 18-26 GMAC/s per core against 9-18 for the blocked integer kernel.)
 //!
 //! Activations are quantized once per matrix product, in blocks of 32, to two 16-bit quants per
 //! element (a coarse quant and its rounding residual at 2^-16 of the step). Every weight type
