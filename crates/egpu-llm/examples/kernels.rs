@@ -2,7 +2,7 @@
 //! machine): `cargo run --release -p egpu-llm --example kernels -- MODEL.gguf`.
 
 use egpu_llm::gguf::GgufFile;
-use egpu_llm::qdot::{self, QActivations};
+use egpu_llm::qdot::{self, Isa, QActivations};
 use egpu_llm::quant::RowKernel;
 
 /// Nanoseconds this thread has spent on a CPU (Linux schedstat).
@@ -16,7 +16,9 @@ fn cpu_ns() -> u64 {
 fn main() {
     let path = std::env::args().nth(1).expect("usage: kernels MODEL.gguf");
     let file = GgufFile::open(&path).expect("open");
-    for info in file.tensors.iter().filter(|t| t.dims.len() == 2).take(8) {
+    let isa = Isa::host();
+    println!("kernels: {}", isa.name());
+    for info in file.tensors.iter().filter(|t| t.dims.len() == 2).take(12) {
         let data = file.data_of(info).expect("tensor data");
         let Ok(k) = RowKernel::new(info.ggml_type, info.row_len() as usize) else { continue };
         let rows = info.n_rows() as usize;
@@ -38,7 +40,7 @@ fn main() {
             while cpu_ns() - t < 200_000_000 {
                 for _ in 0..n {
                     xq.quantize(&x);
-                    qdot::dot_rows_q(k.ty(), data, k.row_bytes(), &xq, &mut out);
+                    qdot::dot_rows_q(isa, k.ty(), data, k.row_bytes(), &xq, &mut out);
                 }
                 reps += 1;
             }
@@ -57,8 +59,20 @@ fn main() {
         }
         let prefill =
             (rows * k.row_len() * tokens * (n / 20)) as f64 / (cpu_ns() - t).max(1) as f64;
+        let prefill_int = if qdot::supports(k.ty()) {
+            let mut xq = QActivations::new();
+            let t = cpu_ns();
+            for _ in 0..n / 20 {
+                xq.quantize_rows(&xs, tokens);
+                qdot::dot_rows_tokens_q(isa, k.ty(), data, k.row_bytes(), &xq, &mut outs);
+            }
+            let r = (rows * k.row_len() * tokens * (n / 20)) as f64 / (cpu_ns() - t).max(1) as f64;
+            format!("{r:5.2}")
+        } else {
+            "  -  ".to_owned()
+        };
         println!(
-            "{:28} {:5} {rows:6}x{:<5} decode f32 {exact:5.2}, int {int} GMAC/s, prefill {prefill:5.2} GMAC/s",
+            "{:28} {:5} {rows:6}x{:<5} decode f32 {exact:5.2}, int {int} GMAC/s, prefill f32 {prefill:5.2}, int {prefill_int} GMAC/s",
             info.name,
             info.ggml_type.name(),
             k.row_len()

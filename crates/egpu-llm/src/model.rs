@@ -316,7 +316,7 @@ impl<B: Backend> Model<B> {
     pub fn session(&self, capacity: usize) -> Result<Session<B>, ModelError> {
         let c = &self.config;
         let kv = self.backend.alloc_kv(c.n_layers, capacity, c.n_kv_heads * c.head_dim)?;
-        Ok(Session { kv, pos: 0, capacity })
+        Ok(Session { kv, pos: 0, capacity, act: None })
     }
 
     /// Runs `ids` at the session's next positions and returns the logits of the last one.
@@ -328,106 +328,164 @@ impl<B: Backend> Model<B> {
         ids: &[u32],
         chunk: usize,
     ) -> Result<Vec<f32>, ModelError> {
+        self.forward_logits(session, ids, chunk).map(<[f32]>::to_vec)
+    }
+
+    /// [`Model::forward`] returning the logits in the session's own buffer: once the session's
+    /// buffers have grown to the largest chunk, a call allocates nothing.
+    pub fn forward_logits<'s>(
+        &self,
+        session: &'s mut Session<B>,
+        ids: &[u32],
+        chunk: usize,
+    ) -> Result<&'s [f32], ModelError> {
         if ids.is_empty() {
             return Err(ModelError::BadConfig("forward called with no tokens".into()));
         }
-        self.backend.scope(|| {
-            let mut logits = Vec::new();
+        let rows = ids.len().min(chunk.max(1));
+        let mut act = match session.act.take() {
+            Some(a) if a.rows >= rows => a,
+            _ => self.activations(rows)?,
+        };
+        let result = self.backend.scope(|| {
             for part in ids.chunks(chunk.max(1)) {
-                logits = self.forward_chunk(session, part)?;
+                self.forward_chunk(
+                    &mut session.kv,
+                    &mut session.pos,
+                    session.capacity,
+                    &mut act,
+                    part,
+                )?;
             }
-            Ok(logits)
+            Ok::<(), ModelError>(())
+        });
+        let act = session.act.insert(act);
+        result?;
+        Ok(&act.logits)
+    }
+
+    /// Activation buffers for chunks of up to `rows` tokens.
+    fn activations(&self, rows: usize) -> Result<Activations<B>, ModelError> {
+        let c = &self.config;
+        let be = &self.backend;
+        let (q_width, kv_width) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        Ok(Activations {
+            rows,
+            x: be.alloc(rows * c.dim)?,
+            h: be.alloc(rows * c.dim)?,
+            q: be.alloc(rows * q_width)?,
+            k: be.alloc(rows * kv_width)?,
+            v: be.alloc(rows * kv_width)?,
+            att: be.alloc(rows * q_width)?,
+            gate: be.alloc(rows * c.ffn_dim)?,
+            up: be.alloc(rows * c.ffn_dim)?,
+            last: be.alloc(c.dim)?,
+            normed: be.alloc(c.dim)?,
+            logits_buf: be.alloc(c.vocab_size)?,
+            logits: vec![0.0; c.vocab_size],
+            positions: Vec::with_capacity(rows),
         })
     }
 
-    fn forward_chunk(&self, session: &mut Session<B>, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
+    fn forward_chunk(
+        &self,
+        kv: &mut B::KvCache,
+        pos: &mut usize,
+        capacity: usize,
+        a: &mut Activations<B>,
+        ids: &[u32],
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         let be = &self.backend;
         let t = ids.len();
-        if session.pos + t > session.capacity {
-            return Err(BackendError::ContextFull {
-                pos: session.pos,
-                rows: t,
-                capacity: session.capacity,
-            }
-            .into());
+        if *pos + t > capacity {
+            return Err(BackendError::ContextFull { pos: *pos, rows: t, capacity }.into());
         }
         let (q_width, kv_width) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-        let positions: Vec<usize> = (session.pos..session.pos + t).collect();
-        let mut x = be.alloc(t * c.dim)?;
-        let mut h = be.alloc(t * c.dim)?;
-        let mut q = be.alloc(t * q_width)?;
-        let mut k = be.alloc(t * kv_width)?;
-        let mut v = be.alloc(t * kv_width)?;
-        let mut att = be.alloc(t * q_width)?;
-        let mut gate = be.alloc(t * c.ffn_dim)?;
-        let mut up = be.alloc(t * c.ffn_dim)?;
-        be.embed(&self.tok_embd, ids, &mut x)?;
+        a.positions.clear();
+        a.positions.extend(*pos..*pos + t);
+        be.embed(&self.tok_embd, ids, &mut a.x)?;
         for (l, layer) in self.layers.iter().enumerate() {
-            be.rms_norm(&x, &layer.attn_norm, c.rms_eps, t, c.dim, &mut h)?;
-            be.matmul(&layer.wq, &h, t, &mut q)?;
-            be.matmul(&layer.wk, &h, t, &mut k)?;
-            be.matmul(&layer.wv, &h, t, &mut v)?;
+            be.rms_norm(&a.x, &layer.attn_norm, c.rms_eps, t, c.dim, &mut a.h)?;
+            be.matmul(&layer.wq, &a.h, t, &mut a.q)?;
+            be.matmul(&layer.wk, &a.h, t, &mut a.k)?;
+            be.matmul(&layer.wv, &a.h, t, &mut a.v)?;
             if let Some(b) = &layer.q_bias {
-                be.add_bias(&mut q, b, t, q_width)?;
+                be.add_bias(&mut a.q, b, t, q_width)?;
             }
             if let Some(b) = &layer.k_bias {
-                be.add_bias(&mut k, b, t, kv_width)?;
+                be.add_bias(&mut a.k, b, t, kv_width)?;
             }
             if let Some(b) = &layer.v_bias {
-                be.add_bias(&mut v, b, t, kv_width)?;
+                be.add_bias(&mut a.v, b, t, kv_width)?;
             }
             if let Some(n) = &layer.q_norm {
-                be.rms_norm_in_place(&mut q, n, c.rms_eps, t * c.n_heads, c.head_dim)?;
+                be.rms_norm_in_place(&mut a.q, n, c.rms_eps, t * c.n_heads, c.head_dim)?;
             }
             if let Some(n) = &layer.k_norm {
-                be.rms_norm_in_place(&mut k, n, c.rms_eps, t * c.n_kv_heads, c.head_dim)?;
+                be.rms_norm_in_place(&mut a.k, n, c.rms_eps, t * c.n_kv_heads, c.head_dim)?;
             }
-            be.rope(&mut q, c.n_heads, c.head_dim, &positions, &c.rope)?;
-            be.rope(&mut k, c.n_kv_heads, c.head_dim, &positions, &c.rope)?;
+            be.rope(&mut a.q, c.n_heads, c.head_dim, &a.positions, &c.rope)?;
+            be.rope(&mut a.k, c.n_kv_heads, c.head_dim, &a.positions, &c.rope)?;
             be.attention(
-                &mut session.kv,
+                kv,
                 l,
-                &q,
-                &k,
-                &v,
-                session.pos,
+                &a.q,
+                &a.k,
+                &a.v,
+                *pos,
                 t,
                 c.n_heads,
                 c.n_kv_heads,
                 c.head_dim,
-                &mut att,
+                &mut a.att,
             )?;
-            be.matmul(&layer.wo, &att, t, &mut h)?;
-            be.add(&mut x, &h, t * c.dim)?;
+            be.matmul(&layer.wo, &a.att, t, &mut a.h)?;
+            be.add(&mut a.x, &a.h, t * c.dim)?;
 
-            be.rms_norm(&x, &layer.ffn_norm, c.rms_eps, t, c.dim, &mut h)?;
-            be.matmul(&layer.w_gate, &h, t, &mut gate)?;
-            be.matmul(&layer.w_up, &h, t, &mut up)?;
-            be.swiglu(&mut gate, &up, t * c.ffn_dim)?;
-            be.matmul(&layer.w_down, &gate, t, &mut h)?;
-            be.add(&mut x, &h, t * c.dim)?;
+            be.rms_norm(&a.x, &layer.ffn_norm, c.rms_eps, t, c.dim, &mut a.h)?;
+            be.matmul(&layer.w_gate, &a.h, t, &mut a.gate)?;
+            be.matmul(&layer.w_up, &a.h, t, &mut a.up)?;
+            be.swiglu(&mut a.gate, &a.up, t * c.ffn_dim)?;
+            be.matmul(&layer.w_down, &a.gate, t, &mut a.h)?;
+            be.add(&mut a.x, &a.h, t * c.dim)?;
         }
-        session.pos += t;
+        *pos += t;
         // Only the last position's logits are needed.
-        let mut last = be.alloc(c.dim)?;
-        be.copy_row(&x, t - 1, c.dim, &mut last)?;
-        let mut normed = be.alloc(c.dim)?;
-        be.rms_norm(&last, &self.output_norm, c.rms_eps, 1, c.dim, &mut normed)?;
+        be.copy_row(&a.x, t - 1, c.dim, &mut a.last)?;
+        be.rms_norm(&a.last, &self.output_norm, c.rms_eps, 1, c.dim, &mut a.normed)?;
         let out_w = self.output.as_ref().unwrap_or(&self.tok_embd);
-        let mut logits_buf = be.alloc(c.vocab_size)?;
-        be.matmul(out_w, &normed, 1, &mut logits_buf)?;
-        let mut logits = vec![0.0; c.vocab_size];
-        be.read(&logits_buf, &mut logits)?;
-        Ok(logits)
+        be.matmul(out_w, &a.normed, 1, &mut a.logits_buf)?;
+        be.read(&a.logits_buf, &mut a.logits)?;
+        Ok(())
     }
 }
 
-/// A generation in progress: the KV cache and the next position.
+/// The activation buffers of a session, sized for chunks of up to `rows` tokens.
+struct Activations<B: Backend> {
+    rows: usize,
+    x: B::Buffer,
+    h: B::Buffer,
+    q: B::Buffer,
+    k: B::Buffer,
+    v: B::Buffer,
+    att: B::Buffer,
+    gate: B::Buffer,
+    up: B::Buffer,
+    last: B::Buffer,
+    normed: B::Buffer,
+    logits_buf: B::Buffer,
+    logits: Vec<f32>,
+    positions: Vec<usize>,
+}
+
+/// A generation in progress: the KV cache, the next position, and every activation buffer of
+/// the forward pass (made on the first call, then reused).
 pub struct Session<B: Backend> {
     kv: B::KvCache,
     pos: usize,
     capacity: usize,
+    act: Option<Activations<B>>,
 }
 
 impl<B: Backend> Session<B> {

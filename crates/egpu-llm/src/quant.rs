@@ -303,7 +303,7 @@ fn dequant_q2_k(b: &[u8], o: &mut [f32]) {
     }
 }
 
-fn q3_k_scales(raw: &[u8]) -> [i8; 16] {
+pub(crate) fn q3_k_scales(raw: &[u8]) -> [i8; 16] {
     // Twelve bytes hold sixteen 6-bit scales: low nibbles in bytes 0-7, high two bits in 8-11.
     let mut out = [0i8; 16];
     for (i, s) in out.iter_mut().enumerate() {
@@ -343,7 +343,7 @@ fn dequant_q3_k(b: &[u8], o: &mut [f32]) {
 
 /// Scale and min of sub-block `j` (0..8) of a Q4_K/Q5_K block, from the 12 packed bytes.
 #[inline]
-fn k4_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn k4_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
@@ -510,10 +510,9 @@ impl RowKernel {
     /// (the decode path: weights stay packed, each block is decoded in registers).
     pub fn dot_rows(&self, rows: &[u8], x: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: `dot_rows_avx2` only requires AVX2 and FMA, which the CPU was just checked
-            // to have.
+        if crate::qdot::Isa::host().has_avx2() {
+            // SAFETY: `dot_rows_avx2` only requires AVX2 and FMA, which `Isa::host` found (once)
+            // on this CPU.
             unsafe { self.dot_rows_avx2(rows, x, out) };
             return;
         }
@@ -541,10 +540,9 @@ impl RowKernel {
     /// four weight rows; `scratch` must hold `4 * row_len()` floats.
     pub fn dot_rows_tokens(&self, rows: &[u8], xs: &[f32], scratch: &mut [f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: `dot_rows_tokens_avx2` only requires AVX2 and FMA, which the CPU was just
-            // checked to have.
+        if crate::qdot::Isa::host().has_avx2() {
+            // SAFETY: `dot_rows_tokens_avx2` only requires AVX2 and FMA, which `Isa::host` found
+            // (once) on this CPU.
             unsafe { self.dot_rows_tokens_avx2(rows, xs, scratch, out) };
             return;
         }
