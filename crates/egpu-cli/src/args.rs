@@ -28,7 +28,7 @@ pub struct ModelArgs {
     /// Tokens per prompt-processing chunk.
     #[arg(short = 'b', long = "batch-size", visible_alias = "batch", default_value_t = 64, value_name = "N", value_parser = batch)]
     pub batch: usize,
-    /// Device to run on (today: cpu).
+    /// Device to run on: cpu, auto, or a name from `egpu list` (nv:0, emu:navi31, …).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Layers to offload to a GPU (accepted for llama.cpp compatibility; ignored with a note).

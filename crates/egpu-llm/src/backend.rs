@@ -43,9 +43,24 @@ pub enum BackendError {
         /// Positions in the cache.
         capacity: usize,
     },
-    /// A device-level failure (GPU backends).
-    #[error("{0}")]
-    Device(String),
+    /// The CPU backend could not start its worker threads.
+    #[error("starting {threads} CPU worker threads")]
+    Threads {
+        /// Threads asked for.
+        threads: usize,
+        /// rayon's error.
+        #[source]
+        source: rayon::ThreadPoolBuildError,
+    },
+    /// The GPU device failed (GPU backends); the runtime's typed error is the source.
+    #[error("{operation} on the GPU")]
+    Device {
+        /// What the backend was doing.
+        operation: &'static str,
+        /// The runtime's error.
+        #[source]
+        source: egpu::Error,
+    },
 }
 
 /// How RoPE pairs dimensions.

@@ -64,9 +64,7 @@ impl CpuBackend {
             .num_threads(threads)
             .thread_name(|i| format!("egpu-cpu-{i}"))
             .build()
-            .map_err(|e| {
-                BackendError::Device(format!("starting {threads} CPU worker threads: {e}"))
-            })?;
+            .map_err(|source| BackendError::Threads { threads, source })?;
         Ok(Self {
             pool,
             threads,

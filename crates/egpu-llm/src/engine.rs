@@ -45,7 +45,8 @@ impl ModelInfo {
 /// How a model is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Device name; only `cpu` has a backend today.
+    /// `cpu`, `auto` (the best device that can run a model: today always the CPU), or a
+    /// runtime device name (`nv:0`, `emu:navi31`, …), which says why it cannot run a model yet.
     pub device: String,
     /// CPU threads (0: all cores).
     pub threads: usize,
@@ -191,6 +192,23 @@ impl Conversation {
     }
 }
 
+/// Check that `device` can run a model: `cpu` and `auto` can; a runtime device name is
+/// parsed and opened, and the error says precisely why it cannot (yet).
+pub fn check_device(device: &str) -> Result<(), LlmError> {
+    if matches!(device, "cpu" | "auto") {
+        return Ok(());
+    }
+    let failed = |source| LlmError::Device { device: device.to_string(), source };
+    let name: egpu::DeviceName = device.parse().map_err(failed)?;
+    let opened = egpu::Device::open(&name.to_string()).map_err(failed)?;
+    let properties = opened.properties();
+    Err(LlmError::NoGpuBackend {
+        device: device.to_string(),
+        name: properties.name.clone(),
+        architecture: properties.architecture.clone(),
+    })
+}
+
 impl Engine {
     /// Opens `path`, reads the tokenizer and loads the weights; `progress(done, total)` in bytes.
     pub fn load(
@@ -198,9 +216,7 @@ impl Engine {
         options: &LoadOptions,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self, LlmError> {
-        if options.device != "cpu" {
-            return Err(LlmError::UnsupportedDevice(options.device.clone()));
-        }
+        check_device(&options.device)?;
         let started = Instant::now();
         let file = Arc::new(open_model_file(path)?);
         let in_file = |source: LlmError| LlmError::InFile {
@@ -452,5 +468,29 @@ mod tests {
         assert_eq!(m.flush(), "E");
         let mut m = StopMatcher::new(&[]);
         assert_eq!(m.push("a"), ("a".into(), false));
+    }
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+
+    #[test]
+    fn every_runtime_device_name_is_accepted_and_says_why_it_cannot_run_a_model() {
+        assert!(check_device("cpu").is_ok());
+        assert!(check_device("auto").is_ok());
+        match check_device("gpu0") {
+            Err(LlmError::Device { device, source: egpu::Error::BadDeviceName { .. } }) => {
+                assert_eq!(device, "gpu0");
+            }
+            other => panic!("a malformed name is the runtime's parse error, got {other:?}"),
+        }
+        // A name the runtime knows but cannot open yet carries the runtime's reason.
+        match check_device("emu:navi31") {
+            Err(LlmError::Device { source: egpu::Error::Unavailable { why, .. }, .. }) => {
+                assert!(why.contains("AMD driver"), "{why}");
+            }
+            other => panic!("emu:navi31 has no driver yet, got {other:?}"),
+        }
     }
 }

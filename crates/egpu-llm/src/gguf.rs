@@ -714,7 +714,7 @@ fn tensor_size(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64, GgufError>
     for &d in dims {
         elements = elements
             .checked_mul(d)
-            .filter(|&e| e <= i64::MAX as u64)
+            .filter(|&e| i64::try_from(e).is_ok())
             .ok_or_else(|| bad(format!("dimensions {dims:?} overflow the element count")))?;
     }
     let row = dims.first().copied().unwrap_or(1);

@@ -36,9 +36,25 @@ pub enum LlmError {
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] backend::BackendError),
-    /// The requested device has no backend yet.
-    #[error("device {0:?} is not available to `egpu run` yet; use --device cpu")]
-    UnsupportedDevice(String),
+    /// The device name does not parse, or the device cannot be opened; the runtime says why.
+    #[error("cannot run a model on {device}")]
+    Device {
+        /// The device name as given.
+        device: String,
+        /// The runtime's error (bad name, not attached, no driver, …).
+        #[source]
+        source: egpu::Error,
+    },
+    /// The device opened, but the model runner has no GPU backend for it yet.
+    #[error("{device} ({name}, {architecture}) is reachable, but the model runner has no GPU backend yet; use --device cpu")]
+    NoGpuBackend {
+        /// The device name.
+        device: String,
+        /// What the device calls itself.
+        name: String,
+        /// Its ISA target.
+        architecture: String,
+    },
     /// The prompt produced no tokens and the model has no BOS token.
     #[error("the prompt is empty and the model has no BOS token to start from")]
     EmptyPrompt,

@@ -208,7 +208,7 @@ fn block_kernel(ty: GgmlType) -> Option<BlockDecoder> {
             |b, o| o[0] = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)
         }
         GgmlType::F64 => |b, o| {
-            o[0] = f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+            o[0] = f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32;
         },
         GgmlType::I8 => |b, o| o[0] = f32::from(b[0] as i8),
         GgmlType::I16 => |b, o| o[0] = f32::from(i16::from_le_bytes([b[0], b[1]])),

@@ -12,6 +12,7 @@ pub fn python() -> String {
 
 /// Reports a missing oracle: a SKIP line, or a failure when `EGPU_REQUIRE_ORACLES` is set (CI
 /// sets it so that a broken install cannot pass as skipped tests).
+#[allow(clippy::needless_pass_by_value)] // callers hand over a freshly formatted message
 pub fn skip(message: String) {
     if std::env::var_os("EGPU_REQUIRE_ORACLES").is_some() {
         panic!("{message} (EGPU_REQUIRE_ORACLES is set)");
