@@ -6,13 +6,10 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use egpu_link::asm2464::wire::{PCIE_CQ_PAGE, SRAM_SLOT_SIZE};
-use egpu_link::pcie::bar::BarMmio;
-use egpu_link::{LinkStats, PcieLink};
+use egpu::link::{format_size, BarMmio, EmulatedCopyEngine, LinkError, LinkStats, OpenLink};
 
 use crate::demo::{largest_prefetchable, mmio_bar, pattern};
-use crate::device::{self, DeviceArgs, OpenBridge};
-use crate::emu_copy::EmuCopyEngine;
+use crate::device::{self, DeviceArgs};
 use crate::error::CliError;
 
 #[derive(Args)]
@@ -43,7 +40,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let target = args.device.target()?;
     let mut bridge = device::open(&target)?;
     let topology = bridge.bring_up()?;
-    let gpu = topology.gpu().ok_or(egpu_link::LinkError::NoGpu)?.clone();
+    let gpu = topology.gpu().ok_or(LinkError::NoGpu)?.clone();
     let vram = largest_prefetchable(&gpu).ok_or_else(|| {
         CliError::Usage(format!("{} has no prefetchable BAR to stream into", gpu.bdf))
     })?;
@@ -51,35 +48,31 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let ops = args.ops.max(1);
     println!(
         "link benchmark on {} ({}), GPU {} at {}; {} per streaming run",
-        bridge.link.info().name,
-        if bridge.emulator.is_some() {
-            "emulated, zero-latency transport"
-        } else {
-            "real hardware"
-        },
+        bridge.bridge_info().name,
+        if bridge.is_emulated() { "emulated, zero-latency transport" } else { "real hardware" },
         gpu.name(),
         gpu.bdf,
-        egpu_link::pcie::fabric::format_size(size as u64)
+        format_size(size as u64)
     );
     let mut rows = Vec::new();
 
     rows.push(measure(&mut bridge, "config read (F0 CfgRd + F0 IN)", ops as u64, 0, |b| {
         for _ in 0..ops {
-            b.link.config_read32(gpu.bdf, 0)?;
+            b.link().config_read32(gpu.bdf, 0)?;
         }
         Ok(())
     })?);
     rows.push(measure(&mut bridge, "checked dword read (F0 MRd + F0 IN)", ops as u64, 0, |b| {
         for i in 0..ops {
-            b.link.mem_read32(vram.address + 4 * i as u64)?;
+            b.link().mem_read32(vram.address + 4 * i as u64)?;
         }
         Ok(())
     })?);
     rows.push(measure(&mut bridge, "posted dword write (F0 MWr)", ops as u64, 0, |b| {
         for i in 0..ops {
-            b.link.mem_write(vram.address + 4 * i as u64, 4, i as u32)?;
+            b.link().mem_write(vram.address + 4 * i as u64, 4, i as u32)?;
         }
-        b.link.flush()
+        b.link().flush()
     })?);
 
     let call = 64usize << 20;
@@ -93,14 +86,14 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             let mut offset = 0;
             while offset < size {
                 let len = source.len().min(size - offset);
-                BarMmio::new(&mut b.link, vram).write_bytes(offset as u64, source.slice(..len))?;
+                BarMmio::new(b.link(), vram).write_bytes(offset as u64, source.slice(..len))?;
                 offset += len;
             }
-            b.link.flush()
+            b.link().flush()
         },
     )?);
 
-    let read_call = bridge.link.config().stream_chunk;
+    let read_call = bridge.stream_chunk();
     rows.push(measure(
         &mut bridge,
         "streaming read (F0 mode 2), 1 MiB per call",
@@ -110,7 +103,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             let mut offset = 0;
             while offset < size {
                 let len = read_call.min(size - offset);
-                let data = BarMmio::new(&mut b.link, vram).read(offset as u64, len)?;
+                let data = BarMmio::new(b.link(), vram).read(offset as u64, len)?;
                 std::hint::black_box(&data);
                 offset += len;
             }
@@ -118,9 +111,13 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         },
     )?);
 
+    // Two 256 KiB windows of GPU-visible memory (bridge SRAM slots 0-15 and 16-31), used in
+    // turn as the copy pipeline does.
     let window = 256usize << 10;
     let staging = pattern(window, 9);
     let pieces = size.div_ceil(window) as u64;
+    let windows =
+        [bridge.link().dma_alloc(window as u64)?, bridge.link().dma_alloc(window as u64)?];
     rows.push(measure(
         &mut bridge,
         "SRAM DMA write (F2 + bulk OUT), 256 KiB windows",
@@ -128,17 +125,16 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         pieces * window as u64,
         |b| {
             for piece in 0..pieces {
-                let slot = if piece % 2 == 0 { 0 } else { (window / SRAM_SLOT_SIZE) as u8 };
-                b.link.sram_write(slot, staging.clone())?;
+                b.link().dma_write(&windows[piece as usize % 2], 0, staging.clone())?;
             }
-            b.link.flush()
+            b.link().flush()
         },
     )?);
 
-    if bridge.emulator.is_some() {
+    if bridge.is_emulated() {
         let mmio =
             mmio_bar(&gpu).ok_or_else(|| CliError::Usage("the GPU has no MMIO BAR".into()))?;
-        let engine = EmuCopyEngine { mmio };
+        let engine = EmulatedCopyEngine { mmio };
         rows.push(measure(
             &mut bridge,
             "SRAM DMA read (F2 + bulk IN, GPU release), 256 KiB",
@@ -146,9 +142,11 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             pieces * window as u64,
             |b| {
                 for _ in 0..pieces {
-                    let pending = b.link.arm_sram_read(window)?;
-                    engine.fence(&mut b.link, PCIE_CQ_PAGE + 12, 0)?;
-                    let data = b.link.finish_sram_read(pending)?;
+                    let pending = b.link().dma_read_begin(&windows[0], 0, window)?;
+                    if let Some(release) = pending.release {
+                        engine.fence(b.link(), release.bus_address, release.value)?;
+                    }
+                    let data = b.link().dma_read_finish(pending)?;
                     std::hint::black_box(&data);
                 }
                 Ok(())
@@ -163,24 +161,22 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
 }
 
 fn measure(
-    bridge: &mut OpenBridge,
+    bridge: &mut OpenLink,
     name: &str,
     ops: u64,
     bytes: u64,
-    body: impl FnOnce(&mut OpenBridge) -> Result<(), egpu_link::LinkError>,
+    body: impl FnOnce(&mut OpenLink) -> Result<(), LinkError>,
 ) -> Result<Row, CliError> {
-    if let Some(emulator) = &bridge.emulator {
-        emulator.reset_stats();
-    }
-    let before = bridge.link.stats();
+    bridge.reset_device_time();
+    let before = bridge.stats();
     let cpu_before = process_cpu_time();
     let start = Instant::now();
     body(bridge)?;
     let wall = start.elapsed();
-    let stats = bridge.link.stats() - before;
-    let host_cpu = match &bridge.emulator {
+    let stats = bridge.stats() - before;
+    let host_cpu = match bridge.device_time() {
         // Single-threaded emulation: every moment not spent in the emulator is host work.
-        Some(emulator) => Some(wall.saturating_sub(emulator.stats().device_time)),
+        Some(device_time) => Some(wall.saturating_sub(device_time)),
         None => match (cpu_before, process_cpu_time()) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,

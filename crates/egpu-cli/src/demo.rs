@@ -2,31 +2,31 @@
 //! host → BAR → host and host → SRAM → GPU → SRAM → host, verifying every byte.
 
 use bytes::Bytes;
-use egpu_link::asm2464::wire::{PCIE_CQ_PAGE, PCIE_SRAM_BASE};
-use egpu_link::pcie::bar::{BarMmio, BarRegion};
-use egpu_link::pcie::fabric::{format_size, BarKind, Function};
-use egpu_link::LinkStats;
+use egpu::link::{
+    format_size, BarKind, BarMmio, BarRegion, EmulatedCopyEngine, Function, LinkError, LinkStats,
+    Place,
+};
+use egpu::DeviceName;
 
-use crate::device::{self, Target};
-use crate::emu_copy::{EmuCopyEngine, Place};
+use crate::device;
 use crate::error::CliError;
 
 pub fn run(gpu: &str) -> Result<(), CliError> {
-    let kind = device::gpu_kind(gpu)?;
+    let card = device::emulated_card(gpu)?;
     println!("== egpu demo: an emulated ASM2464PD bridge with an emulated GPU behind it ==\n");
-    let mut bridge = device::open(&Target::Emulated(kind))?;
-    let info = bridge.link.info().clone();
+    let mut bridge = device::open(&DeviceName::Emu(card))?;
+    let info = bridge.bridge_info();
     println!(
         "opened {} ({:04x}:{:04x}, \"{}\"), PCIe link up (LTSSM 0x{:02x})",
         info.name,
         info.vendor_id,
         info.product_id,
         info.product.as_deref().unwrap_or("?"),
-        bridge.link.ltssm()?
+        bridge.ltssm()?
     );
     let topology = bridge.bring_up()?;
     println!("\nPCIe topology:\n{topology}");
-    let gpu = topology.gpu().ok_or(egpu_link::LinkError::NoGpu)?.clone();
+    let gpu = topology.gpu().ok_or(LinkError::NoGpu)?.clone();
     let vram = largest_prefetchable(&gpu)
         .ok_or_else(|| CliError::Verify(format!("{} has no prefetchable BAR", gpu.bdf)))?;
     let mmio =
@@ -41,19 +41,16 @@ pub fn run(gpu: &str) -> Result<(), CliError> {
     );
 
     // 1. Through the VRAM BAR with streaming TLPs.
-    let before = bridge.link.stats();
+    let before = bridge.stats();
     let sent = pattern(8 << 20, 1);
-    BarMmio::new(&mut bridge.link, vram).write_bytes(0, sent.clone())?;
-    let back = BarMmio::new(&mut bridge.link, vram).read(0, sent.len())?;
+    BarMmio::new(bridge.link(), vram).write_bytes(0, sent.clone())?;
+    let back = BarMmio::new(bridge.link(), vram).read(0, sent.len())?;
     verify("VRAM BAR round trip", &sent, &back)?;
-    report(
-        "8 MiB host → VRAM BAR → host (F0 streaming write + read)",
-        bridge.link.stats() - before,
-    );
+    report("8 MiB host → VRAM BAR → host (F0 streaming write + read)", bridge.stats() - before);
 
     // 2. Register-style writes, coalesced: 256 adjacent dword writes leave as one stream.
-    let before = bridge.link.stats();
-    let mut bar = BarMmio::new(&mut bridge.link, vram);
+    let before = bridge.stats();
+    let mut bar = BarMmio::new(bridge.link(), vram);
     let mut batch = bar.batch();
     for i in 0..256u32 {
         batch.write32(0x100_0000 + 4 * u64::from(i), i.wrapping_mul(0x9E37_79B9))?;
@@ -63,43 +60,46 @@ pub fn run(gpu: &str) -> Result<(), CliError> {
     let expected: Vec<u8> =
         (0..256u32).flat_map(|i| i.wrapping_mul(0x9E37_79B9).to_le_bytes()).collect();
     verify("coalesced dword writes", &expected, &back)?;
-    report("256 dword writes coalesced + read back", bridge.link.stats() - before);
+    report("256 dword writes coalesced + read back", bridge.stats() - before);
 
-    // 3. Through the bridge SRAM with the F2 DMA engine and the GPU's copy engine.
-    let engine = EmuCopyEngine { mmio };
+    // 3. Through GPU-visible memory (the bridge SRAM, F2 DMA) and the GPU's copy engine.
+    let engine = EmulatedCopyEngine { mmio };
     let data = pattern(256 << 10, 2);
-    let before = bridge.link.stats();
-    bridge.link.sram_write(0, data.clone())?;
+    let window = bridge.link().dma_alloc(data.len() as u64)?;
+    let before = bridge.stats();
+    bridge.link().dma_write(&window, 0, data.clone())?;
     engine.copy(
-        &mut bridge.link,
-        Place::Bus(PCIE_SRAM_BASE),
+        bridge.link(),
+        Place::Bus(window.bus_address),
         Place::Vram(64 << 20),
         data.len() as u32,
     )?;
-    let landed = BarMmio::new(&mut bridge.link, vram).read(64 << 20, data.len())?;
+    let landed = BarMmio::new(bridge.link(), vram).read(64 << 20, data.len())?;
     verify("host → SRAM → GPU copy → VRAM", &data, &landed)?;
     report(
         "256 KiB host → SRAM (F2) → GPU DMA → VRAM, checked through the BAR",
-        bridge.link.stats() - before,
+        bridge.stats() - before,
     );
 
-    let before = bridge.link.stats();
-    let pending = bridge.link.arm_sram_read(data.len())?;
+    let before = bridge.stats();
+    let pending = bridge.link().dma_read_begin(&window, 0, data.len())?;
     engine.copy(
-        &mut bridge.link,
+        bridge.link(),
         Place::Vram(64 << 20),
-        Place::Bus(PCIE_SRAM_BASE),
+        Place::Bus(window.bus_address),
         data.len() as u32,
     )?;
-    engine.fence(&mut bridge.link, PCIE_CQ_PAGE + 12, 0)?;
-    egpu_link::PcieLink::flush(&mut bridge.link)?;
-    let back = bridge.link.finish_sram_read(pending)?;
+    if let Some(release) = pending.release {
+        engine.fence(bridge.link(), release.bus_address, release.value)?;
+    }
+    bridge.link().flush()?;
+    let back = bridge.link().dma_read_finish(pending)?;
     verify("VRAM → GPU DMA → SRAM → host", &data, &back)?;
     report(
         "256 KiB VRAM → GPU DMA → SRAM → host (F2 read released by a GPU write to the CQ page)",
-        bridge.link.stats() - before,
+        bridge.stats() - before,
     );
-    let status = engine.status(&mut bridge.link)?;
+    let status = engine.status(bridge.link())?;
     if status != 0 {
         return Err(CliError::Verify(format!("the GPU copy engine reported status {status}")));
     }

@@ -4,11 +4,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum CliError {
     #[error(transparent)]
-    Link(#[from] egpu_link::LinkError),
+    Runtime(#[from] egpu::Error),
     #[error(transparent)]
-    Usb(#[from] egpu_usb::UsbError),
-    #[error(transparent)]
-    Setup(#[from] egpu_usb::setup::SetupError),
+    Link(#[from] egpu::link::LinkError),
     #[error(transparent)]
     Nvidia(#[from] egpu_nv::NvError),
     #[cfg(target_os = "linux")]

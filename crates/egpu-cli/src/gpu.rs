@@ -1,7 +1,6 @@
 //! GPUs reached through a vendor kernel driver: today NVIDIA's nvidia.ko (`nv:N`).
 
 use clap::Args;
-use egpu_nv::NvError;
 
 use crate::error::CliError;
 
@@ -32,44 +31,6 @@ pub fn parse_nv(name: &str) -> Option<u32> {
         Ok(egpu::DeviceName::Nv(index)) => Some(index),
         _ => None,
     }
-}
-
-/// The NVIDIA section of `egpu list`.
-pub fn list() {
-    match egpu_nv::list_gpus() {
-        Ok(gpus) if gpus.is_empty() => {
-            println!("NVIDIA: the kernel driver is loaded but reports no GPU.")
-        }
-        Ok(gpus) => {
-            for gpu in gpus {
-                println!("{gpu}");
-            }
-        }
-        Err(NvError::NoKernelDriver) => {
-            println!(
-                "NVIDIA: no NVIDIA kernel driver (nvidia.ko) on this machine, so no nv:N devices."
-            )
-        }
-        Err(error) => println!("NVIDIA: cannot list GPUs: {error}"),
-    }
-}
-
-/// `egpu info nv:N`.
-pub fn info(index: u32) -> Result<(), CliError> {
-    let gpus = egpu_nv::list_gpus()?;
-    let gpu = gpus.iter().find(|gpu| gpu.index == index).ok_or_else(|| {
-        CliError::Usage(format!(
-            "no GPU nv:{index}; `egpu list` shows {} NVIDIA GPU(s)",
-            gpus.len()
-        ))
-    })?;
-    println!("{gpu}");
-    if let Some(arch) = gpu.arch {
-        println!("architecture  {arch:?}");
-    }
-    println!("PCI address   {}", gpu.pci_address);
-    println!("driver        {} (RM ioctls through /dev/nvidiactl, no libcuda)", gpu.driver_version);
-    Ok(())
 }
 
 /// `egpu bench nv:N`.

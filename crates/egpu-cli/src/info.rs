@@ -1,17 +1,19 @@
-//! `egpu info DEVICE`: firmware, link state and the PCIe topology.
+//! `egpu info DEVICE`: for a bridge, its firmware, link state and the PCIe topology; for a GPU
+//! behind a kernel driver, what the runtime reports.
 
-use egpu_link::asm2464::wire::LTSSM_L0;
+use egpu::link::OpenLink;
+use egpu::{Device, DeviceName, DeviceQuery};
 
 use crate::device::{self, DeviceArgs};
 use crate::error::CliError;
 
 pub fn run(args: &DeviceArgs) -> Result<(), CliError> {
-    if let Some(index) = args.device.as_deref().and_then(crate::gpu::parse_nv) {
-        return crate::gpu::info(index);
-    }
     let target = args.target()?;
+    if matches!(target, DeviceName::Nv(_)) {
+        return gpu_info(&target);
+    }
     let mut bridge = device::open(&target)?;
-    let info = bridge.link.info().clone();
+    let info = bridge.bridge_info();
     println!("bridge      {} ({:04x}:{:04x})", info.name, info.vendor_id, info.product_id);
     println!(
         "firmware    {} by {}, serial {}",
@@ -22,12 +24,12 @@ pub fn run(args: &DeviceArgs) -> Result<(), CliError> {
     if let Some(speed) = info.speed {
         println!("usb         {speed}");
     }
-    let ltssm = bridge.link.ltssm()?;
+    let ltssm = bridge.ltssm()?;
     println!(
         "pcie link   LTSSM 0x{ltssm:02x}{}",
-        if ltssm == LTSSM_L0 { " (L0: up)" } else { " (down)" }
+        if OpenLink::is_link_up(ltssm) { " (L0: up)" } else { " (down)" }
     );
-    if let Ok((millivolts, milliamps)) = bridge.link.power_monitor() {
+    if let Ok((millivolts, milliamps)) = bridge.power_monitor() {
         println!(
             "power       {:.2} V, {:.2} A",
             f64::from(millivolts) / 1000.0,
@@ -41,5 +43,24 @@ pub fn run(args: &DeviceArgs) -> Result<(), CliError> {
         Some(gpu) => println!("\nGPU at {}: {}", gpu.bdf, gpu.name()),
         None => println!("\nno GPU found behind the bridge"),
     }
+    Ok(())
+}
+
+/// A GPU the runtime opens itself (`nv:N`): its listing and its properties.
+fn gpu_info(target: &DeviceName) -> Result<(), CliError> {
+    let found = egpu::devices(&DeviceQuery::default());
+    let entry = found.devices.iter().find(|entry| entry.name == *target).ok_or_else(|| {
+        let notes = found.notes.join("; ");
+        CliError::Usage(format!("no device {target}; `egpu list` shows what is attached ({notes})"))
+    })?;
+    println!("{}", entry.summary);
+    for line in &entry.details {
+        println!("{line}");
+    }
+    let device = Device::open(&target.to_string())?;
+    let properties = device.properties();
+    println!("architecture  {}", properties.architecture);
+    println!("memory        {} MiB", properties.memory_bytes >> 20);
+    println!("compute units {}", properties.compute_units);
     Ok(())
 }

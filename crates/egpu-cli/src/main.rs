@@ -3,7 +3,6 @@
 mod bench;
 mod demo;
 mod device;
-mod emu_copy;
 mod error;
 mod gpu;
 mod info;
@@ -29,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List USB bridges (and, with --emulated, the emulated one).
+    /// List every device: USB bridges, GPUs behind a kernel driver, and with --emulated the
+    /// emulated ones.
     List(ListArgs),
     /// Show a bridge's firmware, link state and the PCIe topology behind it.
     Info(DeviceArgs),
@@ -62,7 +62,7 @@ enum FirmwareCommand {
 
 #[derive(Args)]
 struct ListArgs {
-    /// Also list the emulated bridge.
+    /// Also list the emulated devices.
     #[arg(long)]
     emulated: bool,
 }
@@ -117,14 +117,15 @@ fn main() -> ExitCode {
 
 fn setup(install: bool) -> Result<(), CliError> {
     if !install {
-        print!("{}", egpu_usb::setup::udev_rule());
+        print!("{}", egpu::setup::udev_rule());
         eprintln!(
             "\n# Install with `sudo egpu setup --install` (writes {}), then replug the bridge.",
-            egpu_usb::setup::UDEV_RULE_PATH
+            egpu::setup::UDEV_RULE_PATH
         );
         return Ok(());
     }
-    let path = egpu_usb::setup::install_udev_rule()?;
+    let path = egpu::setup::install_udev_rule()
+        .map_err(|e| CliError::Usage(format!("installing the udev rule: {e}")))?;
     println!("installed {}; udev reloaded. Replug the bridge.", path.display());
     Ok(())
 }

@@ -70,7 +70,7 @@ fn list_without_a_usb_bridge_points_at_the_emulator() {
         eprintln!("SKIP: a USB bridge is attached, so the no-bridge message is not shown");
     }
     let out = stdout_of(&["list", "--emulated"]);
-    assert!(out.contains("emu "), "{out}");
+    assert!(out.contains("emu:navi31 "), "{out}");
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! is vendor-blind so that the runtime tests against a software backend.
 
 use crate::Error;
-use std::time::Instant;
+use std::ops::Range;
+use std::sync::Arc;
 
 /// Who made the GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +67,8 @@ pub struct ParamSlot {
 /// What a program's metadata says about one kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelInfo {
-    /// Kernel (symbol) name.
-    pub name: String,
+    /// Kernel (symbol) name; shared so that recording a launch copies no string.
+    pub name: Arc<str>,
     /// Parameters in declaration order.
     pub params: Vec<ParamSlot>,
     /// Size of the whole argument block in bytes.
@@ -84,15 +85,16 @@ pub struct LaunchCommand {
     /// Program holding the kernel.
     pub program: ProgramId,
     /// Kernel name within the program.
-    pub kernel: String,
+    pub kernel: Arc<str>,
     /// Grid size in blocks (x, y, z).
     pub grid: [u32; 3],
     /// Block size in threads (x, y, z).
     pub block: [u32; 3],
     /// Dynamic shared memory in bytes, on top of the kernel's static shared memory.
     pub dynamic_shared_bytes: u32,
-    /// The argument block, `KernelInfo::param_bytes` long.
-    pub args: Vec<u8>,
+    /// Where the argument block (`KernelInfo::param_bytes` long) sits in
+    /// [`CommandList::args`].
+    pub args: Range<usize>,
 }
 
 /// One unit of recorded GPU work. Commands of one submission run in order.
@@ -144,6 +146,34 @@ impl Command {
     }
 }
 
+/// Recorded work: commands in order, and one arena holding every launch's argument block
+/// (so recording a launch into a list with room allocates nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandList {
+    /// The commands, run in order.
+    pub commands: Vec<Command>,
+    /// Argument blocks of the launches, addressed by [`LaunchCommand::args`].
+    pub args: Vec<u8>,
+}
+
+impl CommandList {
+    /// The argument block of a launch of this list.
+    pub fn launch_args(&self, launch: &LaunchCommand) -> &[u8] {
+        self.args.get(launch.args.clone()).unwrap_or(&[])
+    }
+
+    /// Forget the commands, keeping the capacity.
+    pub fn clear(&mut self) {
+        self.commands.clear();
+        self.args.clear();
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+}
+
 /// A vendor driver as the runtime sees it. Ids are only meaningful to the backend that made them.
 pub trait Backend: Send {
     /// The device's properties.
@@ -170,29 +200,22 @@ pub trait Backend: Send {
     fn create_signal(&mut self) -> Result<SignalId, Error>;
     /// Destroy a signal; called exactly once per signal.
     fn destroy_signal(&mut self, signal: SignalId);
-    /// The signal's current value.
+    /// The signal's current value. The runtime polls this to wait, taking the device lock only
+    /// for each read, so a waiting thread never holds up another thread's submission; keep
+    /// it cheap (one memory read, or one register read over the link).
     fn signal_value(&mut self, signal: SignalId) -> Result<u64, Error>;
     /// Set the signal from the CPU.
     fn set_signal(&mut self, signal: SignalId, value: u64) -> Result<(), Error>;
-    /// Queue the commands for execution in order; returns once they are handed to the device.
-    fn submit(&mut self, commands: &[Command]) -> Result<(), Error>;
-    /// Block until the signal reaches `value` or the deadline passes ([`Error::Timeout`]).
-    fn wait_signal(&mut self, signal: SignalId, value: u64, deadline: Instant)
-        -> Result<(), Error>;
-    /// Replay a recorded command list with signal values raised by `signal_offset`.
+    /// Queue the commands for execution in order, with every signal/wait value raised by
+    /// `signal_offset`; returns once they are handed to the device.
+    fn submit(&mut self, list: &CommandList, signal_offset: u64) -> Result<(), Error>;
+    /// Replay a recorded list with signal values raised by `signal_offset`.
     ///
-    /// The default re-submits the commands; a backend may instead keep a prebuilt command
+    /// The default submits the list again; a backend may instead keep a prebuilt command
     /// buffer per graph (keyed by `graph`) and only patch signal values and ring a doorbell.
-    fn replay(
-        &mut self,
-        graph: u64,
-        commands: &[Command],
-        signal_offset: u64,
-    ) -> Result<(), Error> {
+    fn replay(&mut self, graph: u64, list: &CommandList, signal_offset: u64) -> Result<(), Error> {
         let _ = graph;
-        let shifted: Vec<Command> =
-            commands.iter().map(|c| c.with_signal_offset(signal_offset)).collect();
-        self.submit(&shifted)
+        self.submit(list, signal_offset)
     }
     /// Forget any state kept for a graph.
     fn drop_graph(&mut self, graph: u64) {

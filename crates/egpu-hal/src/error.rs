@@ -4,6 +4,7 @@ use std::time::Duration;
 
 /// Everything the runtime can report. Backend failures keep their own error as `source`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The device name does not parse.
     #[error("bad device name {name:?}: {why}")]
@@ -20,6 +21,15 @@ pub enum Error {
         name: String,
         /// Why, and what to try.
         why: String,
+    },
+    /// The link to the device failed (USB bridge, socket, …).
+    #[error("link to {device} failed")]
+    Link {
+        /// The device's name.
+        device: String,
+        /// The link's error.
+        #[source]
+        source: crate::LinkError,
     },
     /// The vendor driver failed; `source` holds its own typed error.
     #[error("{operation} failed on {device}")]

@@ -17,8 +17,8 @@ pub mod link;
 mod link_error;
 
 pub use backend::{
-    Backend, BufferId, Command, DeviceProperties, KernelInfo, LaunchCommand, MemoryKind, ParamSlot,
-    ProgramId, SignalId, Vendor,
+    Backend, BufferId, Command, CommandList, DeviceProperties, KernelInfo, LaunchCommand,
+    MemoryKind, ParamSlot, ProgramId, SignalId, Vendor,
 };
 pub use bar::{BarMmio, BarRegion, WriteBatch};
 pub use error::Error;

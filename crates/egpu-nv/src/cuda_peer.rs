@@ -216,7 +216,15 @@ impl Cuda {
         Ok((cuda, name))
     }
 
-    fn launch(
+    /// Launch `function` on the stream.
+    ///
+    /// # Safety
+    ///
+    /// `function` is a kernel of this context's module, and `params` holds one pointer per
+    /// kernel parameter, each to a live value of that parameter's type, for the length of the
+    /// call (libcuda reads through them; a device pointer among those values must be one the
+    /// kernel may write).
+    unsafe fn launch(
         &mut self,
         function: Handle,
         grid: u32,
@@ -224,9 +232,8 @@ impl Cuda {
         params: &mut [*mut c_void],
     ) -> Result<(), CudaError> {
         let params_ptr = if params.is_empty() { std::ptr::null_mut() } else { params.as_mut_ptr() };
-        // SAFETY: `function` came from the loaded module; `params` holds one pointer per kernel
-        // parameter, each to a live value of the parameter's type, for the duration of the call
-        // (cuLaunchKernel copies them).
+        // SAFETY: the caller's contract; cuLaunchKernel copies the parameter values before it
+        // returns.
         let code = unsafe {
             (self.api.launch_kernel)(
                 function,
@@ -249,7 +256,8 @@ impl Cuda {
 impl BenchTarget for Cuda {
     type Error = CudaError;
     fn launch_empty(&mut self) -> Result<(), CudaError> {
-        self.launch(self.empty, 1, 1, &mut [])
+        // SAFETY: `empty` is the module's parameterless kernel.
+        unsafe { self.launch(self.empty, 1, 1, &mut []) }
     }
     fn launch_stream(&mut self) -> Result<(), CudaError> {
         let (mut input, mut output) = (self.a, self.b);
@@ -259,7 +267,10 @@ impl BenchTarget for Cuda {
             (&mut output as *mut u64).cast(),
             (&mut n as *mut u64).cast(),
         ];
-        self.launch(self.stream_copy, stream_grid(self.sm_count), 256, &mut params)
+        // SAFETY: `stream_copy` takes (input, output, n) as three 64-bit values, which the
+        // pointers above point at for the call; `a` and `b` are device allocations of
+        // `copy_bytes`, which is what `n` elements span (`stream_elements`).
+        unsafe { self.launch(self.stream_copy, stream_grid(self.sm_count), 256, &mut params) }
     }
     fn copy(&mut self, direction: CopyDirection) -> Result<(), CudaError> {
         let len = self.copy_bytes as usize;

@@ -7,12 +7,13 @@
 use crate::arch::Arch;
 use crate::cubin::{Cubin, CubinKernel};
 use crate::launch::{
-    build_cbuf0, build_qmd, QmdLaunch, LOCAL_WINDOW_BASE, SHARED_WINDOW_BASE, STACK_RESERVE,
+    build_cbuf0_into, build_qmd, QmdLaunch, LOCAL_WINDOW_BASE, SHARED_WINDOW_BASE, STACK_RESERVE,
 };
 use crate::pushbuf::{compute, gpfifo_entry, host, subchannel, PushBuffer};
 use crate::rm::client::{RmClient, RmError};
+use crate::rm::params::UvmParams;
 use crate::rm::structs::*;
-use crate::rm::{class, ctrl, flags, uvm};
+use crate::rm::{class, ctrl, flags};
 use crate::va;
 use crate::NvError;
 use std::collections::{BTreeMap, VecDeque};
@@ -49,13 +50,20 @@ struct CpuMapping {
 
 impl Drop for CpuMapping {
     fn drop(&mut self) {
-        unmap(self.ptr as u64, self.len);
+        // SAFETY: `ptr`/`len` are exactly the mapping `map_to_cpu` made for this value, which
+        // owns it; once it is dropped nothing reaches the mapping.
+        unsafe { unmap(self.ptr as u64, self.len) };
     }
 }
 
 /// munmap a range this device mapped.
-fn unmap(address: u64, len: u64) {
-    // SAFETY: callers pass exactly a mapping this device made and no longer uses.
+///
+/// # Safety
+///
+/// `address..address + len` is a mapping this device made, and nothing uses it afterwards
+/// (no pointer into it is read or written again).
+unsafe fn unmap(address: u64, len: u64) {
+    // SAFETY: the caller's contract: our own mapping, no longer used.
     unsafe { libc::munmap(address as *mut libc::c_void, len as usize) };
 }
 
@@ -201,6 +209,10 @@ pub struct NvDevice {
     /// Local-memory buffers replaced by a larger one, freed once the compute channel has
     /// passed the sequence that last used them.
     retired_local: Vec<(NvBuffer, u64)>,
+    /// Per-submission scratch kept between submissions so that a launch allocates nothing
+    /// once they have grown: the two channels' pushbuffers, and cbuf0 + QMD bytes.
+    push_scratch: [PushBuffer; 2],
+    launch_bytes: Vec<u8>,
 }
 
 /// What sizing shader local memory (SLM) needs (GR_GET_INFO; litter values are the chip's
@@ -283,7 +295,7 @@ impl NvDevice {
         let compute_class = pick(&[arch.compute_class()], "compute")?;
         let copy_class = pick(&[arch.copy_class()], "copy engine")?;
 
-        let h_usermode = client.alloc(h_subdevice, 0, usermode_class, None::<&mut ()>)?;
+        let h_usermode = client.alloc_without_params(h_subdevice, 0, usermode_class)?;
         let usermode = CpuMapping {
             ptr: client.map_to_cpu(
                 card.minor_number,
@@ -302,24 +314,19 @@ impl NvDevice {
             flags: flags::VASPACE_FLAGS_UVM_OWNED,
             ..Default::default()
         };
-        let h_vaspace = client.alloc(h_device, 0, class::FERMI_VASPACE_A, Some(&mut va))?;
+        let h_vaspace = client.alloc(h_device, 0, class::FERMI_VASPACE_A, &mut va)?;
 
         let mut gid = NV2080_CTRL_GPU_GET_GID_INFO_PARAMS {
             flags: flags::GID_FLAGS_FORMAT_BINARY,
             length: 16,
             ..Default::default()
         };
-        client.control(
-            h_subdevice,
-            ctrl::NV2080_CTRL_CMD_GPU_GET_GID_INFO,
-            &mut gid,
-            "NV2080_CTRL_CMD_GPU_GET_GID_INFO",
-        )?;
+        client.control(h_subdevice, &mut gid)?;
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&gid.data[..16]);
         let mut reg =
             UVM_REGISTER_GPU_PARAMS { gpu_uuid: uuid, rmCtrlFd: -1, ..Default::default() };
-        client.uvm(uvm::UVM_REGISTER_GPU, &mut reg, "UVM_REGISTER_GPU", |p| p.rmStatus)?;
+        client.uvm(&mut reg)?;
         let mut regva = UVM_REGISTER_GPU_VASPACE_PARAMS {
             gpuUuid: uuid,
             rmCtrlFd: client.ctl().as_raw_fd(),
@@ -327,9 +334,7 @@ impl NvDevice {
             hVaSpace: h_vaspace,
             rmStatus: 0,
         };
-        client.uvm(uvm::UVM_REGISTER_GPU_VASPACE, &mut regva, "UVM_REGISTER_GPU_VASPACE", |p| {
-            p.rmStatus
-        })?;
+        client.uvm(&mut regva)?;
 
         let pci_address = crate::gpu::pci_address(&card);
         let mut device = NvDevice {
@@ -365,6 +370,8 @@ impl NvDevice {
             },
             local: None,
             retired_local: Vec::new(),
+            push_scratch: [PushBuffer::new(), PushBuffer::new()],
+            launch_bytes: Vec::new(),
         };
         device.signals = device.alloc(SIGNAL_SLOTS * 16, true)?;
         device.free_slots = (0..SIGNAL_SLOTS as u32).rev().collect();
@@ -375,15 +382,13 @@ impl NvDevice {
             engineType: flags::NV2080_ENGINE_TYPE_GRAPHICS,
             ..Default::default()
         };
-        let h_tsg =
-            device.client.alloc(h_device, 0, class::KEPLER_CHANNEL_GROUP_A, Some(&mut tsg))?;
+        let h_tsg = device.client.alloc(h_device, 0, class::KEPLER_CHANNEL_GROUP_A, &mut tsg)?;
         let mut share = NV_CTXSHARE_ALLOCATION_PARAMETERS {
             hVASpace: h_vaspace,
             flags: flags::CTXSHARE_SUBCONTEXT_ASYNC,
             subctxId: 0,
         };
-        let h_ctxshare =
-            device.client.alloc(h_tsg, 0, class::FERMI_CONTEXT_SHARE_A, Some(&mut share))?;
+        let h_ctxshare = device.client.alloc(h_tsg, 0, class::FERMI_CONTEXT_SHARE_A, &mut share)?;
         let gpfifo = device.alloc_vram(0x20_0000, true, true)?;
         let notifier = device.alloc_notifier(48 << 20)?.handle;
         for (i, engine_class) in [compute_class, copy_class].into_iter().enumerate() {
@@ -401,16 +406,11 @@ impl NvDevice {
             };
             p.hUserdMemory[0] = gpfifo.handle;
             p.userdOffset[0] = ring_off + GPFIFO_ENTRIES * 8;
-            let h_channel = device.client.alloc(h_tsg, 0, gpfifo_class, Some(&mut p))?;
-            device.client.alloc(h_channel, 0, engine_class, None::<&mut ()>)?;
+            let h_channel = device.client.alloc(h_tsg, 0, gpfifo_class, &mut p)?;
+            device.client.alloc_without_params(h_channel, 0, engine_class)?;
             let mut token =
                 NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS { workSubmitToken: u32::MAX };
-            device.client.control(
-                h_channel,
-                ctrl::NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN,
-                &mut token,
-                "NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN",
-            )?;
+            device.client.control(h_channel, &mut token)?;
             let (uvm_base, uvm_length) = Self::reserve_va(CHANNEL_WINDOW, true)?;
             device.channel_windows.push((uvm_base, uvm_length));
             let mut rc = UVM_REGISTER_CHANNEL_PARAMS {
@@ -422,9 +422,7 @@ impl NvDevice {
                 length: uvm_length,
                 ..Default::default()
             };
-            device
-                .client
-                .uvm(uvm::UVM_REGISTER_CHANNEL, &mut rc, "UVM_REGISTER_CHANNEL", |p| p.rmStatus)?;
+            device.client.uvm(&mut rc)?;
             let push_va = device.alloc(PUSH_RING, true)?.va;
             let progress_slot = device.create_signal()?;
             device.channels.push(Channel {
@@ -440,14 +438,7 @@ impl NvDevice {
         // The 3-byte form; older drivers read only the first two bytes of it.
         let mut schedule =
             NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS_V580 { bEnable: 1, ..Default::default() };
-        let size = device.client.version().gpfifo_schedule_size() as u32;
-        device.client.control_sized(
-            h_tsg,
-            ctrl::NVA06C_CTRL_CMD_GPFIFO_SCHEDULE,
-            &mut schedule as *mut _ as u64,
-            size,
-            "NVA06C_CTRL_CMD_GPFIFO_SCHEDULE",
-        )?;
+        device.client.control(h_tsg, &mut schedule)?;
 
         let mut init = [PushBuffer::new(), PushBuffer::new()];
         init[COMPUTE]
@@ -463,7 +454,7 @@ impl NvDevice {
                 &[(SHARED_WINDOW_BASE >> 32) as u32, SHARED_WINDOW_BASE as u32],
             )?;
         init[COPY].set_object(subchannel::COPY, copy_class)?;
-        device.flush(init)?;
+        device.flush(&mut init)?;
         device.wait_idle(Instant::now() + INTERNAL_TIMEOUT)?;
         Ok(device)
     }
@@ -513,43 +504,37 @@ impl NvDevice {
     fn uvm_map(&self, va: u64, size: u64, handle: u32) -> Result<(), NvError> {
         let mut range =
             UVM_CREATE_EXTERNAL_RANGE_PARAMS { base: va, length: size, ..Default::default() };
-        self.client.uvm(
-            uvm::UVM_CREATE_EXTERNAL_RANGE,
-            &mut range,
-            "UVM_CREATE_EXTERNAL_RANGE",
-            |p| p.rmStatus,
-        )?;
-        if self.client.version().uvm_map_external_gpu_slots() == UVM_MAX_GPUS {
-            self.uvm_map_external::<UVM_MAX_GPUS>(va, size, handle)
+        self.client.uvm(&mut range)?;
+        if self.client.version().uvm_map_external_gpu_slots()
+            == UVM_MAP_EXTERNAL_ALLOCATION_PARAMS::GPU_SLOTS
+        {
+            self.uvm_map_external::<UVM_MAP_EXTERNAL_ALLOCATION_PARAMS>(va, size, handle)
         } else {
-            self.uvm_map_external::<UVM_MAX_GPUS_V1>(va, size, handle)
+            self.uvm_map_external::<UVM_MAP_EXTERNAL_ALLOCATION_PARAMS_V535>(va, size, handle)
         }
     }
 
-    /// UVM_MAP_EXTERNAL_ALLOCATION in the layout with `GPUS` per-GPU slots.
-    fn uvm_map_external<const GPUS: usize>(
+    /// UVM_MAP_EXTERNAL_ALLOCATION in layout `P`.
+    fn uvm_map_external<P: UvmMapExternalAllocation + UvmParams>(
         &self,
         va: u64,
         size: u64,
         handle: u32,
     ) -> Result<(), NvError> {
-        let mut map = Box::new(UvmMapExternalAllocationParams::<GPUS> {
-            base: va,
-            length: size,
-            gpuAttributesCount: 1,
-            rmCtrlFd: self.client.ctl().as_raw_fd(),
-            hClient: self.client.h_client(),
-            hMemory: handle,
+        let gpu = UvmGpuMappingAttributes {
+            gpuUuid: self.uuid,
+            gpuMappingType: flags::UVM_MAPPING_READ_WRITE_ATOMIC,
             ..Default::default()
-        });
-        map.perGpuAttributes[0].gpuUuid = self.uuid;
-        map.perGpuAttributes[0].gpuMappingType = flags::UVM_MAPPING_READ_WRITE_ATOMIC;
-        self.client.uvm(
-            uvm::UVM_MAP_EXTERNAL_ALLOCATION,
-            &mut *map,
-            "UVM_MAP_EXTERNAL_ALLOCATION",
-            |p| p.rmStatus,
-        )?;
+        };
+        let mut map = P::new_boxed(
+            va,
+            size,
+            gpu,
+            self.client.ctl().as_raw_fd(),
+            self.client.h_client(),
+            handle,
+        );
+        self.client.uvm(&mut *map)?;
         Ok(())
     }
 
@@ -603,7 +588,7 @@ impl NvDevice {
         (va, size): (u64, u64),
         cpu_visible: bool,
     ) -> Result<u32, NvError> {
-        self.client.alloc(self.h_device, 0, class, Some(params)).map_err(|e| {
+        self.client.alloc(self.h_device, 0, class, params).map_err(|e| {
             va::release(va, size, cpu_visible);
             e.into()
         })
@@ -650,11 +635,15 @@ impl NvDevice {
         let handle = self.next_handle;
         self.next_handle += 1;
         let buffer = NvBuffer { handle, va, size, host: true };
-        let registered = self
-            .client
-            .alloc_os_descriptor(&self.gpu_fd, self.h_device, handle, va, size)
-            .map_err(NvError::from)
-            .and_then(|_| self.uvm_map(va, size, handle));
+        // SAFETY: `va..va + size` is the anonymous mapping just made for this buffer, which
+        // stays mapped until `release` frees the memory object (RM_FREE comes before munmap
+        // there); the CPU reaches it only through raw-pointer copies in `write_host`/`read_host`
+        // and volatile signal accesses, never through a Rust reference.
+        let registered = unsafe {
+            self.client.alloc_os_descriptor(&self.gpu_fd, self.h_device, handle, va, size)
+        }
+        .map_err(NvError::from)
+        .and_then(|_| self.uvm_map(va, size, handle));
         self.keep_or_release(buffer, registered)
     }
 
@@ -702,14 +691,17 @@ impl NvDevice {
         if self.client.version().uvm_free_has_length() {
             let mut p =
                 UVM_FREE_PARAMS { base: buffer.va, length: buffer.size, ..Default::default() };
-            let _ = self.client.uvm(uvm::UVM_FREE, &mut p, "UVM_FREE", |p| p.rmStatus);
+            let _ = self.client.uvm(&mut p);
         } else {
             let mut p = UVM_FREE_PARAMS_V590 { base: buffer.va, ..Default::default() };
-            let _ = self.client.uvm(uvm::UVM_FREE, &mut p, "UVM_FREE", |p| p.rmStatus);
+            let _ = self.client.uvm(&mut p);
         }
         let _ = self.client.free(self.h_device, buffer.handle);
         if buffer.host && mapped {
-            unmap(buffer.va, buffer.size);
+            // SAFETY: a host buffer's CPU mapping at its VA is this device's (made by `alloc`
+            // or `map_to_cpu`); the buffer is no longer tracked, so `check_live` keeps every
+            // later access out, and its RM object was freed just above.
+            unsafe { unmap(buffer.va, buffer.size) };
         }
         va::release(buffer.va, buffer.size, buffer.host);
     }
@@ -929,7 +921,11 @@ impl NvDevice {
     ) -> Result<(), NvError> {
         let local = self.local_memory_needed(commands)?;
         self.ensure_local_memory(local)?;
-        let mut pbs = [PushBuffer::new(), PushBuffer::new()];
+        // Reuse last submission's pushbuffers (an early error return leaves fresh ones).
+        let mut pbs = std::mem::take(&mut self.push_scratch);
+        for pb in &mut pbs {
+            pb.clear();
+        }
         let order_addr = self.slot_address(self.order_slot);
         // A grid launched in this submission may still be running (no WFI since).
         let mut compute_running = false;
@@ -979,7 +975,9 @@ impl NvDevice {
         if last.is_some() {
             self.last_channel = last;
         }
-        self.flush(pbs)
+        let flushed = self.flush(&mut pbs);
+        self.push_scratch = pbs;
+        flushed
     }
 
     /// Make sure the compute channel has at least `per_thread` bytes of local memory per
@@ -1013,7 +1011,7 @@ impl NvDevice {
                 compute::SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_A,
                 &[(per_tpc >> 32) as u32, per_tpc as u32, 0xFF],
             )?;
-        if let Err(e) = self.flush([switch, PushBuffer::new()]) {
+        if let Err(e) = self.flush(&mut [switch, PushBuffer::new()]) {
             self.free(buffer);
             return Err(e);
         }
@@ -1059,8 +1057,10 @@ impl NvDevice {
         let k =
             p.cubin.kernel(name).ok_or_else(|| NvError::NoSuchKernel { name: name.to_string() })?;
         let program_address = p.image.va + k.code_offset;
-        let cb = build_cbuf0(arch, k, p.cubin.constant0_template(k), grid, block, args)?;
-        let qmd_off = (cb.len() as u64).next_multiple_of(256);
+        let template = p.cubin.constant0_template(k);
+        build_cbuf0_into(&mut self.launch_bytes, arch, k, template, grid, block, args)?;
+        let cb_len = self.launch_bytes.len();
+        let qmd_off = (cb_len as u64).next_multiple_of(256);
         let total = qmd_off + arch.qmd_version().size_bytes() as u64;
         let seq = self.channels[COMPUTE].seq + 1;
         let (va, wait) = self
@@ -1086,7 +1086,7 @@ impl NvDevice {
                 program_address,
                 image_address: p.image.va,
                 cbuf0_address: va,
-                cbuf0_bytes: cb.len() as u32,
+                cbuf0_bytes: cb_len as u32,
                 grid,
                 block,
                 dynamic_shared_bytes,
@@ -1094,11 +1094,14 @@ impl NvDevice {
                 release: None,
             },
         )?;
+        // cbuf0 then the QMD in one reused buffer; they land `qmd_off` apart in the ring.
+        qmd.append_bytes(&mut self.launch_bytes);
+        let (cb, q) = self.launch_bytes.split_at(cb_len);
         // SAFETY: [va, va + total) was just reserved in the kargs ring (host memory mapped for the
-        // device's lifetime) and the GPU finished with its previous use (waited above).
+        // device's lifetime) and the GPU finished with its previous use (waited above); `cb`
+        // ends at or before `qmd_off` and `q` is the QMD's size, so both stay inside it.
         unsafe {
             std::ptr::copy_nonoverlapping(cb.as_ptr(), va as *mut u8, cb.len());
-            let q = qmd.to_bytes();
             std::ptr::copy_nonoverlapping(q.as_ptr(), (va + qmd_off) as *mut u8, q.len());
         }
         Ok(va + qmd_off)
@@ -1106,7 +1109,7 @@ impl NvDevice {
 
     /// Put each non-empty pushbuffer on its channel: progress release, copy to the push ring,
     /// GPFIFO entry, GPPut, doorbell (reference §2.1).
-    fn flush(&mut self, mut pbs: [PushBuffer; 2]) -> Result<(), NvError> {
+    fn flush(&mut self, pbs: &mut [PushBuffer; 2]) -> Result<(), NvError> {
         for (i, pb) in pbs.iter_mut().enumerate() {
             if pb.dwords().is_empty() {
                 continue;
@@ -1173,7 +1176,11 @@ impl Drop for NvDevice {
         let _ = self.wait_idle(Instant::now() + DROP_TIMEOUT);
         for buffer in std::mem::take(&mut self.live).into_values() {
             if buffer.host {
-                unmap(buffer.va, buffer.size);
+                // SAFETY: a live host buffer's CPU mapping at its VA is this device's, and the
+                // device is going away, so nothing reaches it again. A GPU still running after
+                // the deadline writes to pages RM keeps pinned until the client closes, no
+                // longer mapped here.
+                unsafe { unmap(buffer.va, buffer.size) };
             }
             va::release(buffer.va, buffer.size, buffer.host);
         }

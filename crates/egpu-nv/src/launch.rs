@@ -150,6 +150,21 @@ pub fn build_cbuf0(
     block: [u32; 3],
     args: &[u8],
 ) -> Result<Vec<u8>, LaunchError> {
+    let mut cb = Vec::new();
+    build_cbuf0_into(&mut cb, arch, kernel, template, grid, block, args)?;
+    Ok(cb)
+}
+
+/// [`build_cbuf0`] into `cb` (cleared first), so a launch can reuse one buffer.
+pub fn build_cbuf0_into(
+    cb: &mut Vec<u8>,
+    arch: Arch,
+    kernel: &CubinKernel,
+    template: &[u8],
+    grid: [u32; 3],
+    block: [u32; 3],
+    args: &[u8],
+) -> Result<(), LaunchError> {
     if args.len() != kernel.param_bytes as usize {
         return Err(LaunchError::ArgumentBlockSize {
             kernel: kernel.name.clone(),
@@ -168,20 +183,21 @@ pub fn build_cbuf0(
     }
     let layout = Cbuf0Layout::of(arch);
     let size = (base as usize + args.len()).max(template.len()).next_multiple_of(16);
-    let mut cb = vec![0u8; size];
+    cb.clear();
+    cb.resize(size, 0);
     cb[..template.len()].copy_from_slice(template);
     let put32 = |cb: &mut [u8], at: usize, v: u32| cb[at..at + 4].copy_from_slice(&v.to_le_bytes());
     for i in 0..3 {
-        put32(&mut cb, layout.block_dim + 4 * i, block[i]);
-        put32(&mut cb, layout.grid_dim + 4 * i, grid[i]);
+        put32(cb, layout.block_dim + 4 * i, block[i]);
+        put32(cb, layout.grid_dim + 4 * i, grid[i]);
     }
     cb[layout.shared_window..layout.shared_window + 8]
         .copy_from_slice(&SHARED_WINDOW_BASE.to_le_bytes());
     cb[layout.local_window..layout.local_window + 8]
         .copy_from_slice(&LOCAL_WINDOW_BASE.to_le_bytes());
-    put32(&mut cb, layout.stack_pointer, STACK_POINTER_VALUE);
+    put32(cb, layout.stack_pointer, STACK_POINTER_VALUE);
     cb[base as usize..base as usize + args.len()].copy_from_slice(args);
-    Ok(cb)
+    Ok(())
 }
 
 /// Everything a QMD needs about one launch.

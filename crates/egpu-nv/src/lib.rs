@@ -22,6 +22,7 @@ pub mod nvrtc;
 pub mod pushbuf;
 pub mod qmd;
 pub mod rm;
+pub mod runtime;
 pub mod va;
 
 pub use gpu::{list_gpus, NvGpuInfo};

@@ -245,6 +245,11 @@ impl PushBuffer {
         &self.dwords
     }
 
+    /// Empty it, keeping its capacity for the next submission.
+    pub fn clear(&mut self) {
+        self.dwords.clear();
+    }
+
     /// Append an incrementing method with its data.
     pub fn inc(
         &mut self,

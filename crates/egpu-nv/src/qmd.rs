@@ -180,26 +180,69 @@ pub fn all_fields(version: QmdVersion) -> Vec<QmdField> {
             ReleaseSemaphorePayloadUpper(i),
         ]);
     }
-    fields.retain(|f| spec(version, *f).is_some());
+    fields.retain(|f| raw_spec(version, *f).is_some());
     fields
 }
 
-fn fixed(name: &str, hi: u32, lo: u32) -> Option<FieldSpec> {
-    Some(FieldSpec { header_name: name.to_string(), hi, lo })
+/// A header macro name in parts, so that looking a field up (every `Qmd::set` of every launch)
+/// builds no string; [`spec`] joins them.
+#[derive(Debug, Clone, Copy)]
+enum HeaderName {
+    /// `NAME`.
+    Plain(&'static str),
+    /// `NAME(i)`.
+    Indexed(&'static str, u8),
+    /// `PREFIXiSUFFIX`, e.g. `RELEASE0_ENABLE`.
+    Numbered(&'static str, u8, &'static str),
+}
+
+/// A field's bit range and header name, before the name is spelled out.
+#[derive(Debug, Clone, Copy)]
+struct RawSpec {
+    name: HeaderName,
+    hi: u32,
+    lo: u32,
+}
+
+fn fixed(name: &'static str, hi: u32, lo: u32) -> Option<RawSpec> {
+    Some(RawSpec { name: HeaderName::Plain(name), hi, lo })
+}
+
+/// A field with its index in the middle of the name (`RELEASE{i}_ENABLE`).
+fn numbered(
+    prefix: &'static str,
+    i: u8,
+    suffix: &'static str,
+    hi: u32,
+    lo: u32,
+) -> Option<RawSpec> {
+    Some(RawSpec { name: HeaderName::Numbered(prefix, i, suffix), hi, lo })
 }
 
 /// `MW((hi_base+(i)*stride):(lo_base+(i)*stride))`.
-fn indexed(name: &str, i: u8, hi_base: u32, lo_base: u32, stride: u32) -> Option<FieldSpec> {
-    let i = u32::from(i);
-    Some(FieldSpec {
-        header_name: format!("{name}({i})"),
-        hi: hi_base + i * stride,
-        lo: lo_base + i * stride,
+fn indexed(name: &'static str, i: u8, hi_base: u32, lo_base: u32, stride: u32) -> Option<RawSpec> {
+    let index = u32::from(i);
+    Some(RawSpec {
+        name: HeaderName::Indexed(name, i),
+        hi: hi_base + index * stride,
+        lo: lo_base + index * stride,
     })
 }
 
 /// The bit range of `field` in `version`, `None` if that version has no such field.
 pub fn spec(version: QmdVersion, field: QmdField) -> Option<FieldSpec> {
+    raw_spec(version, field).map(|raw| FieldSpec {
+        header_name: match raw.name {
+            HeaderName::Plain(name) => name.to_string(),
+            HeaderName::Indexed(name, i) => format!("{name}({i})"),
+            HeaderName::Numbered(prefix, i, suffix) => format!("{prefix}{i}{suffix}"),
+        },
+        hi: raw.hi,
+        lo: raw.lo,
+    })
+}
+
+fn raw_spec(version: QmdVersion, field: QmdField) -> Option<RawSpec> {
     match version {
         QmdVersion::V03 => spec_v03(field),
         QmdVersion::V04 => spec_v04(field),
@@ -208,7 +251,7 @@ pub fn spec(version: QmdVersion, field: QmdField) -> Option<FieldSpec> {
 }
 
 /// V03_00, `clc6c0qmd.h`.
-fn spec_v03(field: QmdField) -> Option<FieldSpec> {
+fn spec_v03(field: QmdField) -> Option<RawSpec> {
     use QmdField::*;
     match field {
         QmdMajorVersion => fixed("QMD_MAJOR_VERSION", 583, 580),
@@ -244,36 +287,48 @@ fn spec_v03(field: QmdField) -> Option<FieldSpec> {
         TargetSmConfigSharedMemSize => fixed("TARGET_SM_CONFIG_SHARED_MEM_SIZE", 662, 657),
         ShaderLocalMemoryLowSize => fixed("SHADER_LOCAL_MEMORY_LOW_SIZE", 759, 736),
         BarrierCount => fixed("BARRIER_COUNT", 767, 763),
-        ReleaseSemaphoreAddrLower(i @ 0..=1) => fixed(
-            &format!("RELEASE{i}_ADDRESS_LOWER"),
+        ReleaseSemaphoreAddrLower(i @ 0..=1) => numbered(
+            "RELEASE",
+            i,
+            "_ADDRESS_LOWER",
             799 + 128 * u32::from(i),
             768 + 128 * u32::from(i),
         ),
-        ReleaseSemaphoreAddrUpper(i @ 0..=1) => fixed(
-            &format!("RELEASE{i}_ADDRESS_UPPER"),
+        ReleaseSemaphoreAddrUpper(i @ 0..=1) => numbered(
+            "RELEASE",
+            i,
+            "_ADDRESS_UPPER",
             807 + 128 * u32::from(i),
             800 + 128 * u32::from(i),
         ),
         ReleaseEnable(i @ 0..=1) => {
-            fixed(&format!("RELEASE{i}_ENABLE"), 823 + 128 * u32::from(i), 823 + 128 * u32::from(i))
+            numbered("RELEASE", i, "_ENABLE", 823 + 128 * u32::from(i), 823 + 128 * u32::from(i))
         }
-        ReleasePayload64b(i @ 0..=1) => fixed(
-            &format!("RELEASE{i}_PAYLOAD64B"),
+        ReleasePayload64b(i @ 0..=1) => numbered(
+            "RELEASE",
+            i,
+            "_PAYLOAD64B",
             829 + 128 * u32::from(i),
             829 + 128 * u32::from(i),
         ),
-        ReleaseStructureSize(i @ 0..=1) => fixed(
-            &format!("RELEASE{i}_STRUCTURE_SIZE"),
+        ReleaseStructureSize(i @ 0..=1) => numbered(
+            "RELEASE",
+            i,
+            "_STRUCTURE_SIZE",
             831 + 128 * u32::from(i),
             830 + 128 * u32::from(i),
         ),
-        ReleaseSemaphorePayloadLower(i @ 0..=1) => fixed(
-            &format!("RELEASE{i}_PAYLOAD_LOWER"),
+        ReleaseSemaphorePayloadLower(i @ 0..=1) => numbered(
+            "RELEASE",
+            i,
+            "_PAYLOAD_LOWER",
             863 + 128 * u32::from(i),
             832 + 128 * u32::from(i),
         ),
-        ReleaseSemaphorePayloadUpper(i @ 0..=1) => fixed(
-            &format!("RELEASE{i}_PAYLOAD_UPPER"),
+        ReleaseSemaphorePayloadUpper(i @ 0..=1) => numbered(
+            "RELEASE",
+            i,
+            "_PAYLOAD_UPPER",
             895 + 128 * u32::from(i),
             864 + 128 * u32::from(i),
         ),
@@ -294,7 +349,7 @@ fn spec_v03(field: QmdField) -> Option<FieldSpec> {
 }
 
 /// V04_00, `clcbc0qmd.h`.
-fn spec_v04(field: QmdField) -> Option<FieldSpec> {
+fn spec_v04(field: QmdField) -> Option<RawSpec> {
     use QmdField::*;
     match field {
         QmdGroupId => fixed("QMD_GROUP_ID", 21, 16),
@@ -325,23 +380,31 @@ fn spec_v04(field: QmdField) -> Option<FieldSpec> {
         MinSmConfigSharedMemSize => fixed("MIN_SM_CONFIG_SHARED_MEM_SIZE", 613, 608),
         MaxSmConfigSharedMemSize => fixed("MAX_SM_CONFIG_SHARED_MEM_SIZE", 619, 614),
         TargetSmConfigSharedMemSize => fixed("TARGET_SM_CONFIG_SHARED_MEM_SIZE", 625, 620),
-        ReleaseSemaphoreAddrLower(i @ 0..=2) => fixed(
-            &format!("RELEASE_SEMAPHORE{i}_ADDR_LOWER"),
+        ReleaseSemaphoreAddrLower(i @ 0..=2) => numbered(
+            "RELEASE_SEMAPHORE",
+            i,
+            "_ADDR_LOWER",
             671 + 128 * u32::from(i),
             640 + 128 * u32::from(i),
         ),
-        ReleaseSemaphoreAddrUpper(i @ 0..=2) => fixed(
-            &format!("RELEASE_SEMAPHORE{i}_ADDR_UPPER"),
+        ReleaseSemaphoreAddrUpper(i @ 0..=2) => numbered(
+            "RELEASE_SEMAPHORE",
+            i,
+            "_ADDR_UPPER",
             696 + 128 * u32::from(i),
             672 + 128 * u32::from(i),
         ),
-        ReleaseSemaphorePayloadLower(i @ 0..=2) => fixed(
-            &format!("RELEASE_SEMAPHORE{i}_PAYLOAD_LOWER"),
+        ReleaseSemaphorePayloadLower(i @ 0..=2) => numbered(
+            "RELEASE_SEMAPHORE",
+            i,
+            "_PAYLOAD_LOWER",
             735 + 128 * u32::from(i),
             704 + 128 * u32::from(i),
         ),
-        ReleaseSemaphorePayloadUpper(i @ 0..=2) => fixed(
-            &format!("RELEASE_SEMAPHORE{i}_PAYLOAD_UPPER"),
+        ReleaseSemaphorePayloadUpper(i @ 0..=2) => numbered(
+            "RELEASE_SEMAPHORE",
+            i,
+            "_PAYLOAD_UPPER",
             767 + 128 * u32::from(i),
             736 + 128 * u32::from(i),
         ),
@@ -373,7 +436,7 @@ fn spec_v04(field: QmdField) -> Option<FieldSpec> {
 }
 
 /// V05_00, `clcec0qmd.h`.
-fn spec_v05(field: QmdField) -> Option<FieldSpec> {
+fn spec_v05(field: QmdField) -> Option<RawSpec> {
     use QmdField::*;
     match field {
         QmdGroupId => fixed("QMD_GROUP_ID", 149, 144),
@@ -401,23 +464,31 @@ fn spec_v05(field: QmdField) -> Option<FieldSpec> {
         ReleaseSemaphorePayloadLower(0) => fixed("RELEASE_SEMAPHORE0_PAYLOAD_LOWER", 575, 544),
         ReleaseSemaphorePayloadUpper(0) => fixed("RELEASE_SEMAPHORE0_PAYLOAD_UPPER", 607, 576),
         CwdMembarType => fixed("CWD_MEMBAR_TYPE", 625, 624),
-        ReleaseSemaphoreAddrLower(i @ 1..=2) => fixed(
-            &format!("RELEASE_SEMAPHORE{i}_ADDR_LOWER"),
+        ReleaseSemaphoreAddrLower(i @ 1..=2) => numbered(
+            "RELEASE_SEMAPHORE",
+            i,
+            "_ADDR_LOWER",
             671 + 128 * u32::from(i),
             640 + 128 * u32::from(i),
         ),
-        ReleaseSemaphoreAddrUpper(i @ 1..=2) => fixed(
-            &format!("RELEASE_SEMAPHORE{i}_ADDR_UPPER"),
+        ReleaseSemaphoreAddrUpper(i @ 1..=2) => numbered(
+            "RELEASE_SEMAPHORE",
+            i,
+            "_ADDR_UPPER",
             696 + 128 * u32::from(i),
             672 + 128 * u32::from(i),
         ),
-        ReleaseSemaphorePayloadLower(i @ 1..=2) => fixed(
-            &format!("RELEASE_SEMAPHORE{i}_PAYLOAD_LOWER"),
+        ReleaseSemaphorePayloadLower(i @ 1..=2) => numbered(
+            "RELEASE_SEMAPHORE",
+            i,
+            "_PAYLOAD_LOWER",
             735 + 128 * u32::from(i),
             704 + 128 * u32::from(i),
         ),
-        ReleaseSemaphorePayloadUpper(i @ 1..=2) => fixed(
-            &format!("RELEASE_SEMAPHORE{i}_PAYLOAD_UPPER"),
+        ReleaseSemaphorePayloadUpper(i @ 1..=2) => numbered(
+            "RELEASE_SEMAPHORE",
+            i,
+            "_PAYLOAD_UPPER",
             767 + 128 * u32::from(i),
             736 + 128 * u32::from(i),
         ),
@@ -490,17 +561,21 @@ pub enum QmdError {
     },
 }
 
-/// A QMD being filled in.
+/// Dwords of the largest QMD (V04/V05, 384 B).
+const MAX_QMD_WORDS: usize = 384 / 4;
+
+/// A QMD being filled in. Held inline (no heap), since one is built per launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Qmd {
     version: QmdVersion,
-    words: Vec<u32>,
+    /// The first `version.size_bytes() / 4` are the QMD; the rest stay zero.
+    words: [u32; MAX_QMD_WORDS],
 }
 
 impl Qmd {
     /// An all-zero QMD with its version fields set.
     pub fn new(version: QmdVersion) -> Qmd {
-        let mut qmd = Qmd { version, words: vec![0; version.size_bytes() / 4] };
+        let mut qmd = Qmd { version, words: [0; MAX_QMD_WORDS] };
         let (major, minor) = version.major_minor();
         // Both fields exist in every version's table.
         let _ = qmd.set(QmdField::QmdMajorVersion, u64::from(major));
@@ -515,17 +590,24 @@ impl Qmd {
 
     /// The QMD as dwords.
     pub fn words(&self) -> &[u32] {
-        &self.words
+        &self.words[..self.version.size_bytes() / 4]
     }
 
     /// The QMD as little-endian bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
+        let mut bytes = Vec::with_capacity(self.version.size_bytes());
+        self.append_bytes(&mut bytes);
+        bytes
+    }
+
+    /// Append the QMD's little-endian bytes to `out` (no allocation when it has room).
+    pub fn append_bytes(&self, out: &mut Vec<u8>) {
+        out.extend(self.words().iter().flat_map(|w| w.to_le_bytes()));
     }
 
     /// Set a field; errors if the version lacks it or the value is too wide.
     pub fn set(&mut self, field: QmdField, value: u64) -> Result<&mut Self, QmdError> {
-        let spec = spec(self.version, field)
+        let spec = raw_spec(self.version, field)
             .ok_or(QmdError::NoSuchField { version: self.version, field })?;
         let bits = spec.hi - spec.lo + 1;
         if bits < 64 && value >> bits != 0 {
@@ -545,7 +627,7 @@ impl Qmd {
 
     /// Read a field back (0 for fields the version lacks).
     pub fn get(&self, field: QmdField) -> u64 {
-        let Some(spec) = spec(self.version, field) else { return 0 };
+        let Some(spec) = raw_spec(self.version, field) else { return 0 };
         (0..=spec.hi - spec.lo).fold(0u64, |acc, bit| {
             let flat = (spec.lo + bit) as usize;
             acc | (u64::from((self.words[flat / 32] >> (flat % 32)) & 1) << bit)

@@ -100,11 +100,15 @@ pub fn classify(vendor_id: u16, product_id: u16, product: Option<&str>) -> Optio
 /// A bridge found on the bus.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BridgeCandidate {
-    /// `usb:<bus>-<address>`, what `open_bridge` takes.
+    /// `usb:<bus>-<port>[.<port>…]`: where the bridge is plugged in (stable across replugs
+    /// into the same port, unlike the address), what `open_bridge` takes.
     pub name: String,
     /// Bus number as the platform counts it (decimal), or a sanitized bus id where the
     /// platform has no number.
     pub bus: String,
+    /// Hub ports from the root hub down to the bridge.
+    pub ports: Vec<u8>,
+    /// The device address on its bus (changes at every replug).
     pub address: u8,
     pub vendor_id: u16,
     pub product_id: u16,
@@ -119,6 +123,7 @@ pub struct BridgeCandidate {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RawDevice {
     pub(crate) bus: String,
+    pub(crate) ports: Vec<u8>,
     pub(crate) address: u8,
     pub(crate) vendor_id: u16,
     pub(crate) product_id: u16,
@@ -132,8 +137,9 @@ pub(crate) struct RawDevice {
 pub(crate) fn candidate(raw: RawDevice) -> Option<BridgeCandidate> {
     let firmware = classify(raw.vendor_id, raw.product_id, raw.product.as_deref())?;
     Some(BridgeCandidate {
-        name: format!("usb:{}-{}", raw.bus, raw.address),
+        name: bridge_name(&raw.bus, &raw.ports),
         bus: raw.bus,
+        ports: raw.ports,
         address: raw.address,
         vendor_id: raw.vendor_id,
         product_id: raw.product_id,
@@ -166,20 +172,29 @@ fn normalize_bus_id_radix(raw: &str, radix: u32) -> String {
     }
 }
 
-/// Split `usb:<bus>-<address>` into its bus and address; `None` for anything else.
-pub fn parse_bridge_name(name: &str) -> Option<(&str, u8)> {
-    let (bus, address) = name.strip_prefix("usb:")?.rsplit_once('-')?;
-    let bus_ok = !bus.is_empty() && bus.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    let address = address.parse::<u8>().ok()?;
-    bus_ok.then_some((bus, address))
+/// `usb:<bus>-<port>[.<port>…]`. A root hub has no ports; bridges never are one, but a
+/// platform that reports no chain still gets a parseable name (`-0`).
+pub fn bridge_name(bus: &str, ports: &[u8]) -> String {
+    let path: Vec<String> = ports.iter().map(u8::to_string).collect();
+    let path = if path.is_empty() { "0".to_string() } else { path.join(".") };
+    format!("usb:{bus}-{path}")
 }
 
-/// Pick the bridge `name` means: `usb:<bus>-<address>`, or a serial number.
+/// Split `usb:<bus>-<port>[.<port>…]` into its bus and port path; `None` for anything else.
+pub fn parse_bridge_name(name: &str) -> Option<(&str, Vec<u8>)> {
+    let (bus, path) = name.strip_prefix("usb:")?.rsplit_once('-')?;
+    let bus_ok = !bus.is_empty() && bus.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let ports = path.split('.').map(|port| port.parse::<u8>().ok()).collect::<Option<Vec<u8>>>()?;
+    bus_ok.then_some((bus, ports))
+}
+
+/// Pick the bridge `name` means: `usb:<bus>-<port path>`, or a serial number.
 pub(crate) fn select(candidates: &[BridgeCandidate], name: &str) -> Result<usize, UsbError> {
-    if let Some((bus, address)) = parse_bridge_name(name) {
+    if let Some((bus, ports)) = parse_bridge_name(name) {
+        let ports = if ports == [0] { Vec::new() } else { ports };
         return candidates
             .iter()
-            .position(|c| c.bus == bus && c.address == address)
+            .position(|c| c.bus == bus && c.ports == ports)
             .ok_or_else(|| UsbError::NotFound { name: name.into() });
     }
     let matches: Vec<usize> = candidates
@@ -194,7 +209,7 @@ pub(crate) fn select(candidates: &[BridgeCandidate], name: &str) -> Result<usize
         several => Err(UsbError::Open {
             name: name.into(),
             reason: format!(
-                "serial number {name} belongs to {} bridges ({}); name one as usb:<bus>-<address>",
+                "serial number {name} belongs to {} bridges ({}); name one as usb:<bus>-<port>",
                 several.len(),
                 several.iter().map(|&i| candidates[i].name.as_str()).collect::<Vec<_>>().join(", ")
             ),
@@ -253,6 +268,7 @@ fn scan() -> Result<Vec<(BridgeCandidate, nusb::DeviceInfo)>, UsbError> {
             cached_or_fetched(device.serial_number(), || device.get_serial_number_string());
         let raw = RawDevice {
             bus: normalize_bus_id(device.bus_id()),
+            ports: device.port_chain().to_vec(),
             address: device.device_address(),
             vendor_id,
             product_id,
@@ -265,7 +281,7 @@ fn scan() -> Result<Vec<(BridgeCandidate, nusb::DeviceInfo)>, UsbError> {
             found.push((candidate, device));
         }
     }
-    found.sort_by(|a, b| (&a.0.bus, a.0.address).cmp(&(&b.0.bus, b.0.address)));
+    found.sort_by(|a, b| (&a.0.bus, &a.0.ports).cmp(&(&b.0.bus, &b.0.ports)));
     Ok(found)
 }
 
@@ -286,7 +302,7 @@ pub fn list_bridges() -> Result<Vec<BridgeCandidate>, UsbError> {
     Ok(scan()?.into_iter().map(|(candidate, _)| candidate).collect())
 }
 
-/// Open the bridge `name` (`usb:<bus>-<address>` as `list_bridges` shows it, or its serial
+/// Open the bridge `name` (`usb:<bus>-<port path>` as `list_bridges` shows it, or its serial
 /// number): refuse firmware `egpu` cannot drive, take the per-bridge lock so no other egpu
 /// process shares it, then open it. Keep the lock as long as the transport.
 pub fn open_bridge(name: &str) -> Result<(NusbTransport, BridgeLock), UsbError> {
@@ -305,8 +321,10 @@ mod tests {
     use super::*;
 
     fn raw(bus: &str, address: u8, ids: (u16, u16), product: Option<&str>) -> RawDevice {
+        // A bridge plugged straight into root-hub port `address`.
         RawDevice {
             bus: bus.into(),
+            ports: vec![address],
             address,
             vendor_id: ids.0,
             product_id: ids.1,
@@ -372,9 +390,12 @@ mod tests {
 
     #[test]
     fn names_parse_and_reject_garbage() {
-        assert_eq!(parse_bridge_name("usb:1-4"), Some(("1", 4)));
-        assert_eq!(parse_bridge_name("usb:12-127"), Some(("12", 127)));
-        assert_eq!(parse_bridge_name("usb:PCIROOT_0_-3"), Some(("PCIROOT_0_", 3)));
+        assert_eq!(parse_bridge_name("usb:1-4"), Some(("1", vec![4])));
+        assert_eq!(parse_bridge_name("usb:12-127"), Some(("12", vec![127])));
+        assert_eq!(parse_bridge_name("usb:3-2.1.4"), Some(("3", vec![2, 1, 4])));
+        assert_eq!(parse_bridge_name("usb:PCIROOT_0_-3"), Some(("PCIROOT_0_", vec![3])));
+        assert_eq!(parse_bridge_name("usb:3-2."), None);
+        assert_eq!(parse_bridge_name("usb:3-2..1"), None);
         assert_eq!(parse_bridge_name("usb:1-256"), None);
         assert_eq!(parse_bridge_name("usb:1-"), None);
         assert_eq!(parse_bridge_name("usb:-4"), None);
@@ -396,6 +417,11 @@ mod tests {
             with_serial("2", 9, "FFFFFFFF"),
         ];
         assert_eq!(select(&bridges, "usb:2-4").unwrap(), 1);
+        let mut behind_a_hub = raw("5", 17, (0xADD1, 1), Some("custom v0.1"));
+        behind_a_hub.ports = vec![2, 1];
+        let behind_a_hub = candidate(behind_a_hub).unwrap();
+        assert_eq!(behind_a_hub.name, "usb:5-2.1");
+        assert_eq!(select(&[behind_a_hub], "usb:5-2.1").unwrap(), 0);
         assert_eq!(select(&bridges, "1A2B3C4D").unwrap(), 0);
         assert!(matches!(select(&bridges, "usb:1-9"), Err(UsbError::NotFound { .. })));
         assert!(matches!(select(&bridges, "deadbeef"), Err(UsbError::NotFound { .. })));

@@ -1,6 +1,6 @@
 //! Devices and the objects that live on them.
 
-use crate::backend::{Backend, BufferId, Command, LaunchCommand, ProgramId, SignalId};
+use crate::backend::{Backend, BufferId, Command, CommandList, LaunchCommand, ProgramId, SignalId};
 use crate::{DeviceName, DeviceProperties, Error, KernelInfo, MemoryKind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,6 +11,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Shared {
     name: String,
+    /// Read once at open: properties do not change, and launches check the thread limit.
+    properties: DeviceProperties,
     backend: Mutex<Box<dyn Backend>>,
     next_graph: AtomicU64,
 }
@@ -36,17 +38,10 @@ impl std::fmt::Debug for Device {
 }
 
 impl Device {
-    /// Open a device by name: `nv:0`, `usb:3-2` or `emu`.
+    /// Open a device by name (see [`DeviceName`]: `nv:0`, `amd:0`, `usb:3-2`, `emu:navi31`, …).
     pub fn open(name: &str) -> Result<Device, Error> {
         let parsed: DeviceName = name.parse()?;
-        let backend: Box<dyn Backend> = match &parsed {
-            DeviceName::Nv(index) => crate::nv::open(*index, name)?,
-            DeviceName::Usb(_) | DeviceName::Emu => return Err(Error::Unavailable {
-                name: name.to_string(),
-                why: "no runtime backend for this device kind yet (NVIDIA through nvidia.ko only)"
-                    .into(),
-            }),
-        };
+        let backend = crate::registry::open_backend(&parsed)?;
         Ok(Device::from_backend(parsed.to_string(), backend))
     }
 
@@ -55,6 +50,7 @@ impl Device {
         Device {
             shared: Arc::new(Shared {
                 name: name.into(),
+                properties: backend.properties(),
                 backend: Mutex::new(backend),
                 next_graph: AtomicU64::new(1),
             }),
@@ -67,8 +63,8 @@ impl Device {
     }
 
     /// What the device says about itself.
-    pub fn properties(&self) -> DeviceProperties {
-        self.shared.backend().properties()
+    pub fn properties(&self) -> &DeviceProperties {
+        &self.shared.properties
     }
 
     /// Allocate a buffer of `size` bytes (more than zero).
@@ -142,7 +138,21 @@ impl Device {
 
     /// Start recording work.
     pub fn queue(&self) -> Queue {
-        Queue { device: self.clone(), commands: Vec::new(), keep: Vec::new() }
+        Queue { device: self.clone(), list: CommandList::default(), keep: Vec::new() }
+    }
+
+    /// Start recording work with room for `commands` commands and `arg_bytes` bytes of
+    /// kernel arguments, so that recording (and resubmitting) that much allocates nothing.
+    pub fn queue_with_capacity(&self, commands: usize, arg_bytes: usize) -> Queue {
+        Queue {
+            device: self.clone(),
+            list: CommandList {
+                commands: Vec::with_capacity(commands),
+                args: Vec::with_capacity(arg_bytes),
+            },
+            // A launch keeps its program and up to a few buffers alive.
+            keep: Vec::with_capacity(commands * 4),
+        }
     }
 
     fn check_own(&self, shared: &Arc<Shared>, operation: &'static str) -> Result<(), Error> {
@@ -280,55 +290,77 @@ pub enum Arg<'a> {
     Bytes(&'a [u8]),
 }
 
-/// Lay arguments out into an argument block following the kernel's parameter slots.
-/// `address` turns a buffer (and offset) into the device address a pointer carries.
+/// Lay arguments out at the end of `block` (grown by the kernel's `param_bytes`) following the
+/// kernel's parameter slots. `address` turns a buffer (and offset) into the device address a
+/// pointer carries. Nothing is allocated beyond growing `block`.
 pub(crate) fn layout_args(
     info: &KernelInfo,
     args: &[Arg<'_>],
+    block: &mut Vec<u8>,
     mut address: impl FnMut(&Buffer, u64) -> Result<u64, Error>,
-) -> Result<Vec<u8>, Error> {
+) -> Result<std::ops::Range<usize>, Error> {
     if args.len() != info.params.len() {
         return Err(Error::ArgumentCount {
-            kernel: info.name.clone(),
+            kernel: info.name.to_string(),
             expected: info.params.len(),
             got: args.len(),
         });
     }
-    let mut block = vec![0u8; info.param_bytes as usize];
-    for (index, (arg, slot)) in args.iter().zip(&info.params).enumerate() {
-        let bytes: Vec<u8> = match *arg {
-            Arg::Buffer(buffer) => address(buffer, 0)?.to_le_bytes().to_vec(),
-            Arg::BufferAt(buffer, offset) => {
-                buffer.check_range("pointer argument", offset, 0)?;
-                address(buffer, offset)?.to_le_bytes().to_vec()
-            }
-            Arg::U32(v) => v.to_le_bytes().to_vec(),
-            Arg::I32(v) => v.to_le_bytes().to_vec(),
-            Arg::U64(v) => v.to_le_bytes().to_vec(),
-            Arg::I64(v) => v.to_le_bytes().to_vec(),
-            Arg::F32(v) => v.to_le_bytes().to_vec(),
-            Arg::F64(v) => v.to_le_bytes().to_vec(),
-            Arg::Bytes(b) => b.to_vec(),
-        };
-        if bytes.len() != slot.size as usize {
-            return Err(Error::ArgumentSize {
-                kernel: info.name.clone(),
+    let start = block.len();
+    let range = start..start + info.param_bytes as usize;
+    block.resize(range.end, 0);
+    let result = (|| {
+        for (index, (arg, slot)) in args.iter().zip(&info.params).enumerate() {
+            let mut scalar = [0u8; 8];
+            let bytes: &[u8] = match *arg {
+                Arg::Buffer(buffer) => {
+                    scalar = address(buffer, 0)?.to_le_bytes();
+                    &scalar
+                }
+                Arg::BufferAt(buffer, offset) => {
+                    buffer.check_range("pointer argument", offset, 0)?;
+                    scalar = address(buffer, offset)?.to_le_bytes();
+                    &scalar
+                }
+                Arg::U32(v) => put(&mut scalar, &v.to_le_bytes()),
+                Arg::I32(v) => put(&mut scalar, &v.to_le_bytes()),
+                Arg::U64(v) => put(&mut scalar, &v.to_le_bytes()),
+                Arg::I64(v) => put(&mut scalar, &v.to_le_bytes()),
+                Arg::F32(v) => put(&mut scalar, &v.to_le_bytes()),
+                Arg::F64(v) => put(&mut scalar, &v.to_le_bytes()),
+                Arg::Bytes(b) => b,
+            };
+            let wrong_size = || Error::ArgumentSize {
+                kernel: info.name.to_string(),
                 index,
                 expected: slot.size,
                 got: bytes.len() as u32,
-            });
+            };
+            if bytes.len() != slot.size as usize {
+                return Err(wrong_size());
+            }
+            let at = range.start + slot.offset as usize;
+            let target = block
+                .get_mut(at..at + bytes.len())
+                .filter(|_| slot.offset as usize + bytes.len() <= info.param_bytes as usize)
+                .ok_or_else(wrong_size)?;
+            target.copy_from_slice(bytes);
         }
-        let start = slot.offset as usize;
-        let end = start + bytes.len();
-        let target = block.get_mut(start..end).ok_or_else(|| Error::ArgumentSize {
-            kernel: info.name.clone(),
-            index,
-            expected: slot.size,
-            got: bytes.len() as u32,
-        })?;
-        target.copy_from_slice(&bytes);
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(range),
+        Err(error) => {
+            block.truncate(start);
+            Err(error)
+        }
     }
-    Ok(block)
+}
+
+/// Copy a scalar's bytes into the front of `scratch` and return that part.
+fn put<'s>(scratch: &'s mut [u8; 8], bytes: &[u8]) -> &'s [u8] {
+    scratch[..bytes.len()].copy_from_slice(bytes);
+    &scratch[..bytes.len()]
 }
 
 struct SignalInner {
@@ -361,8 +393,37 @@ impl Signal {
     }
 
     /// Block until the value is at least `value` or `deadline` passes.
+    ///
+    /// Polls the value, taking the device lock only for each read, so other threads keep
+    /// submitting while this one waits: spins briefly (GPU work often finishes within
+    /// microseconds), then yields, then sleeps in growing steps up to 1 ms.
     pub fn wait(&self, value: u64, deadline: Instant) -> Result<(), Error> {
-        self.inner.shared.backend().wait_signal(self.inner.id, value, deadline)
+        let start = Instant::now();
+        let mut polls = 0u32;
+        loop {
+            let seen = self.value()?;
+            if seen >= value {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("signal {} of {}", self.inner.id.0, self.inner.shared.name),
+                    wanted: value,
+                    last_seen: seen,
+                    waited: now - start,
+                });
+            }
+            polls = polls.saturating_add(1);
+            match polls {
+                0..=64 => std::hint::spin_loop(),
+                65..=256 => std::thread::yield_now(),
+                _ => {
+                    let step = Duration::from_micros(u64::from(polls - 256).min(1000));
+                    std::thread::sleep(step.min(deadline - now));
+                }
+            }
+        }
     }
 
     /// Block until the value is at least `value`, for at most `timeout`.
@@ -380,7 +441,7 @@ enum Keep {
 /// Recorded work for one device: copies, launches and signal operations, run in order.
 pub struct Queue {
     device: Device,
-    commands: Vec<Command>,
+    list: CommandList,
     keep: Vec<Keep>,
 }
 
@@ -398,7 +459,7 @@ impl Queue {
         self.device.check_own(&dst.inner.shared, "copy")?;
         src.check_range("copy source", src_offset, len)?;
         dst.check_range("copy destination", dst_offset, len)?;
-        self.commands.push(Command::Copy {
+        self.list.commands.push(Command::Copy {
             src: src.inner.id,
             src_offset,
             dst: dst.inner.id,
@@ -422,7 +483,7 @@ impl Queue {
     ) -> Result<&mut Self, Error> {
         self.device.check_own(&kernel.program.inner.shared, "launch")?;
         let info = &kernel.info;
-        let bad = |why: String| Error::BadLaunch { kernel: info.name.clone(), why };
+        let bad = |why: String| Error::BadLaunch { kernel: info.name.to_string(), why };
         if grid.contains(&0) || block.contains(&0) {
             return Err(bad(format!(
                 "grid {grid:?} and block {block:?} must have no zero dimension"
@@ -430,28 +491,27 @@ impl Queue {
         }
         let threads = block.iter().map(|&d| u64::from(d)).product::<u64>();
         let limit = u64::from(
-            info.max_threads_per_block.min(self.device.properties().max_threads_per_block),
+            info.max_threads_per_block.min(self.device.shared.properties.max_threads_per_block),
         );
         if threads > limit {
             return Err(bad(format!(
                 "block {block:?} has {threads} threads, the most allowed is {limit}"
             )));
         }
-        let mut kept = Vec::new();
-        let block_bytes = layout_args(info, args, |buffer, offset| {
-            self.device.check_own(&buffer.inner.shared, "launch argument")?;
-            kept.push(Keep::Buffer(buffer.clone()));
+        let (device, keep) = (&self.device, &mut self.keep);
+        let args = layout_args(info, args, &mut self.list.args, |buffer, offset| {
+            device.check_own(&buffer.inner.shared, "launch argument")?;
+            keep.push(Keep::Buffer(buffer.clone()));
             Ok(buffer.device_address()? + offset)
         })?;
-        self.commands.push(Command::Launch(LaunchCommand {
+        self.list.commands.push(Command::Launch(LaunchCommand {
             program: kernel.program.inner.id,
-            kernel: info.name.clone(),
+            kernel: Arc::clone(&info.name),
             grid,
             block,
             dynamic_shared_bytes,
-            args: block_bytes,
+            args,
         }));
-        self.keep.extend(kept);
         self.keep.push(Keep::Program(kernel.program.clone()));
         Ok(self)
     }
@@ -459,7 +519,7 @@ impl Queue {
     /// Set `signal` to `value` when all earlier work in this queue has finished.
     pub fn signal(&mut self, signal: &Signal, value: u64) -> Result<&mut Self, Error> {
         self.device.check_own(&signal.inner.shared, "signal")?;
-        self.commands.push(Command::Signal { signal: signal.inner.id, value });
+        self.list.commands.push(Command::Signal { signal: signal.inner.id, value });
         self.keep.push(Keep::Signal(signal.clone()));
         Ok(self)
     }
@@ -467,23 +527,29 @@ impl Queue {
     /// Hold later work in this queue until `signal` is at least `value`.
     pub fn wait(&mut self, signal: &Signal, value: u64) -> Result<&mut Self, Error> {
         self.device.check_own(&signal.inner.shared, "wait")?;
-        self.commands.push(Command::Wait { signal: signal.inner.id, value });
+        self.list.commands.push(Command::Wait { signal: signal.inner.id, value });
         self.keep.push(Keep::Signal(signal.clone()));
         Ok(self)
     }
 
     /// The commands recorded so far.
     pub fn commands(&self) -> &[Command] {
-        &self.commands
+        &self.list.commands
     }
 
-    /// Hand the recorded work to the device and start a fresh recording.
+    /// The recorded commands with their argument blocks.
+    pub fn command_list(&self) -> &CommandList {
+        &self.list
+    }
+
+    /// Hand the recorded work to the device and start a fresh recording (keeping the
+    /// queue's capacity, so a queue reused per step stops allocating).
     pub fn submit(&mut self) -> Result<(), Error> {
-        if self.commands.is_empty() {
+        if self.list.is_empty() {
             return Ok(());
         }
-        self.device.shared.backend().submit(&self.commands)?;
-        self.commands.clear();
+        self.device.shared.backend().submit(&self.list, 0)?;
+        self.list.clear();
         self.keep.clear();
         Ok(())
     }
@@ -499,7 +565,7 @@ impl Queue {
     /// Turn the recording into a graph that replays it with one call.
     pub fn record(self) -> Graph {
         let id = self.device.shared.next_graph.fetch_add(1, Ordering::Relaxed);
-        Graph { device: self.device, id, commands: self.commands, _keep: self.keep }
+        Graph { device: self.device, id, list: self.list, _keep: self.keep }
     }
 }
 
@@ -507,14 +573,19 @@ impl Queue {
 pub struct Graph {
     device: Device,
     id: u64,
-    commands: Vec<Command>,
+    list: CommandList,
     _keep: Vec<Keep>,
 }
 
 impl Graph {
     /// The recorded commands.
     pub fn commands(&self) -> &[Command] {
-        &self.commands
+        &self.list.commands
+    }
+
+    /// The recorded commands with their argument blocks.
+    pub fn command_list(&self) -> &CommandList {
+        &self.list
     }
 
     /// Replay the graph exactly as recorded.
@@ -525,7 +596,7 @@ impl Graph {
     /// Replay with every signal/wait value raised by `offset`, so that a graph recorded with
     /// values 1..=k can run again as k+1..=2k on the same timelines.
     pub fn launch_with_signal_offset(&self, offset: u64) -> Result<(), Error> {
-        self.device.shared.backend().replay(self.id, &self.commands, offset)
+        self.device.shared.backend().replay(self.id, &self.list, offset)
     }
 }
 

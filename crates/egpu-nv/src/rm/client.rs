@@ -2,14 +2,22 @@
 //!
 //! Sequence and parameters from the reference nv-driver.md §1.3/§1.4. Every `unsafe` block is an
 //! ioctl or mmap on a file descriptor this client owns, with a `// SAFETY:` note.
+//!
+//! The kernel writes into every parameter struct it is handed, and follows some of the
+//! addresses inside them. The safe calls therefore take only structs whose class, command or
+//! UVM call is pinned by a trait in [`super::params`]; calls with a raw address, or with a
+//! struct that holds one, are `unsafe fn`s whose callers vouch for it.
 
 use super::escape::*;
+use super::params::{RmAllocParams, RmControlParams, UvmParams};
 use super::structs::*;
-use super::{class, ctrl, flags, nv_ioctl_request, uvm, DriverVersion, RmStatus};
+use super::{class, ctrl, flags, nv_ioctl_request, DriverVersion, RmStatus};
+use std::ffi::c_void;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use thiserror::Error;
+use zerocopy::{FromBytes, IntoBytes};
 
 /// Path of the control node.
 pub const NVIDIACTL: &str = "/dev/nvidiactl";
@@ -69,7 +77,16 @@ fn open_node(path: &str) -> Result<File, RmError> {
 }
 
 /// Issue an nvidia.ko escape `nr` with `params` on `fd`.
-fn nv_ioctl<T>(
+///
+/// # Safety
+///
+/// Every address stored in `params` must be valid for what escape `nr` does with it for the
+/// length of the call (RM_ALLOC's `pAllocParms`, RM_CONTROL's `params`: readable and writable
+/// for the size RM copies) and, for RM_ALLOC_MEMORY's `pMemory`, for as long as the memory
+/// object lives (see [`RmClient::alloc_os_descriptor`]). The struct itself is safe to hand
+/// over: nvidia.ko checks the size encoded in the request and copies exactly that many bytes,
+/// and any bytes are a valid `T`.
+unsafe fn nv_ioctl<T: IntoBytes + FromBytes>(
     fd: &File,
     nr: u32,
     params: &mut T,
@@ -79,8 +96,10 @@ fn nv_ioctl<T>(
         call: call(),
         source: std::io::Error::other("parameter struct too large for the ioctl size field"),
     })?;
-    // SAFETY: `params` is a live, exclusively borrowed #[repr(C)] struct whose size is encoded in
-    // the request; the driver reads and writes at most that many bytes through the pointer.
+    // SAFETY: `params` is a live, exclusively borrowed struct without padding whose size is
+    // encoded in the request; the driver reads and writes at most that many bytes through the
+    // pointer and any bytes it writes are a valid `T`. Addresses inside it: the caller's
+    // contract.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::c_ulong, params as *mut T) };
     if rc < 0 {
         return Err(RmError::Ioctl { call: call(), source: std::io::Error::last_os_error() });
@@ -89,25 +108,45 @@ fn nv_ioctl<T>(
 }
 
 /// Issue escape `nr` and check the RM status the driver wrote into `params`.
-fn rm_ioctl<T>(
+///
+/// # Safety
+///
+/// As for [`nv_ioctl`].
+unsafe fn rm_ioctl<T: IntoBytes + FromBytes>(
     fd: &File,
     nr: u32,
     params: &mut T,
     call: &dyn Fn() -> String,
     status: fn(&T) -> u32,
 ) -> Result<(), RmError> {
-    nv_ioctl(fd, nr, params, call)?;
+    // SAFETY: the caller's contract is nv_ioctl's.
+    unsafe { nv_ioctl(fd, nr, params, call) }?;
     RmStatus(status(params)).check().map_err(|status| RmError::Status { call: call(), status })
 }
 
-/// Issue a UVM ioctl (raw command number) on `fd`.
-fn uvm_ioctl<T>(fd: &File, cmd: u64, params: &mut T, call: &str) -> Result<(), RmError> {
-    // SAFETY: `params` is the #[repr(C)] parameter struct UVM expects for `cmd` (sizes asserted in
-    // structs.rs); UVM copies exactly sizeof(params) in and out.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), cmd as libc::c_ulong, params as *mut T) };
+/// Issue UVM ioctl `P::CMD` on `fd`, after checking that `P` has the layout of the running
+/// driver's struct (UVM copies the size of its own struct, whatever ours is).
+fn uvm_ioctl<P: UvmParams>(
+    fd: &File,
+    version: DriverVersion,
+    params: &mut P,
+) -> Result<(), RmError> {
+    let (ours, drivers) = (std::mem::size_of::<P>(), P::driver_size(version));
+    if ours != drivers {
+        return Err(RmError::Ioctl {
+            call: P::NAME.to_string(),
+            source: std::io::Error::other(format!(
+                "parameter struct is {ours} bytes, driver {version} expects {drivers}"
+            )),
+        });
+    }
+    // SAFETY: `params` is a live, exclusively borrowed struct without padding, of the size UVM
+    // copies in and out for `P::CMD` on this driver (checked above), holding no address UVM
+    // follows (the `UvmParams` contract); any bytes UVM writes are a valid `P`.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), P::CMD as libc::c_ulong, params as *mut P) };
     if rc < 0 {
         return Err(RmError::Ioctl {
-            call: call.to_string(),
+            call: P::NAME.to_string(),
             source: std::io::Error::last_os_error(),
         });
     }
@@ -117,12 +156,19 @@ fn uvm_ioctl<T>(fd: &File, cmd: u64, params: &mut T, call: &str) -> Result<(), R
 /// mmap `length` bytes of `fd` (or anonymous memory when `fd` is -1) read-write, at `at` when
 /// given. A fixed address never replaces an existing mapping (MAP_FIXED_NOREPLACE): if
 /// something else already lives there the call fails with EEXIST instead of clobbering it.
+/// `flags` must not contain `MAP_FIXED`, which would replace one (refused with InvalidInput).
 pub fn mmap_at(
     at: Option<u64>,
     length: u64,
     flags: libc::c_int,
     fd: libc::c_int,
 ) -> Result<*mut u8, std::io::Error> {
+    if flags & libc::MAP_FIXED != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "MAP_FIXED would replace existing mappings; pass the address as `at`",
+        ));
+    }
     let fixed = if at.is_some() { libc::MAP_FIXED_NOREPLACE } else { 0 };
     // SAFETY: a new mapping; with an address it is only placed where nothing is mapped, so no
     // existing memory of this process changes.
@@ -208,14 +254,17 @@ impl RmClient {
         }
         let ctl = open_node(NVIDIACTL)?;
         let mut query = nv_ioctl_rm_api_version_t { cmd: u32::from(b'2'), ..Default::default() };
-        nv_ioctl(&ctl, NV_ESC_CHECK_VERSION_STR, &mut query, &|| {
-            "CHECK_VERSION_STR(QUERY)".into()
-        })?;
+        // SAFETY: the version query holds no address.
+        unsafe {
+            nv_ioctl(&ctl, NV_ESC_CHECK_VERSION_STR, &mut query, &|| {
+                "CHECK_VERSION_STR(QUERY)".into()
+            })
+        }?;
         let text: String =
             query.versionString.iter().take_while(|&&b| b != 0).map(|&b| b as char).collect();
         let version = DriverVersion::parse(&text).ok_or(RmError::Version(text))?;
         let mut client = RmClient { ctl, uvm: None, h_client: 0, version };
-        client.h_client = client.alloc(0, 0, class::NV01_ROOT_CLIENT, None::<&mut ()>)?;
+        client.h_client = client.alloc_without_params(0, 0, class::NV01_ROOT_CLIENT)?;
         Ok(client)
     }
 
@@ -234,29 +283,73 @@ impl RmClient {
         &self.ctl
     }
 
-    /// NV_ESC_RM_ALLOC: allocate `class` under `parent` (0 ⇒ RM picks the handle).
-    pub fn alloc<P>(
+    /// NV_ESC_RM_ALLOC: allocate `hclass` under `parent` (0 ⇒ RM picks the handle) with its
+    /// parameter struct; a class `P` is not made for is refused before the kernel sees it.
+    pub fn alloc<P: RmAllocParams>(
         &self,
         parent: u32,
         new: u32,
         hclass: u32,
-        params: Option<&mut P>,
+        params: &mut P,
     ) -> Result<u32, RmError> {
-        let (ptr, size) = match params {
-            Some(p) => (p as *mut P as u64, std::mem::size_of::<P>() as u32),
-            None => (0, 0),
+        let refused = if !P::accepts(hclass) {
+            Some(format!("{} is not this class's parameter struct", std::any::type_name::<P>()))
+        } else if !P::fits(self.version) {
+            Some(format!(
+                "driver {} uses a larger {} than this crate knows",
+                self.version,
+                std::any::type_name::<P>()
+            ))
+        } else {
+            None
         };
+        if let Some(why) = refused {
+            return Err(RmError::Ioctl {
+                call: format!("RM_ALLOC {}", class_name(hclass)),
+                source: std::io::Error::other(why),
+            });
+        }
+        let size = std::mem::size_of::<P>() as u32;
+        // SAFETY: `params` is live and exclusively borrowed for the call, and RM copies at most
+        // its size in and out for this class on this driver, following no address in it
+        // (`RmAllocParams` contract; class and driver checked above).
+        unsafe { self.alloc_raw(parent, new, hclass, (params as *mut P).cast(), size) }
+    }
+
+    /// NV_ESC_RM_ALLOC of a class that takes no parameters (`pAllocParms` null).
+    pub fn alloc_without_params(&self, parent: u32, new: u32, hclass: u32) -> Result<u32, RmError> {
+        // SAFETY: a null parameter pointer: RM reads nothing from the caller (a class that
+        // needs parameters fails the copy with an error).
+        unsafe { self.alloc_raw(parent, new, hclass, std::ptr::null_mut(), 0) }
+    }
+
+    /// NV_ESC_RM_ALLOC with a raw parameter pointer.
+    ///
+    /// # Safety
+    ///
+    /// `params` is null, or valid for reads and writes of the class-defined parameter size of
+    /// `hclass` (RM copies that much in and back out, ignoring `size`) for the length of the
+    /// call, and every address inside the parameters is valid for what RM does with it.
+    unsafe fn alloc_raw(
+        &self,
+        parent: u32,
+        new: u32,
+        hclass: u32,
+        params: *mut c_void,
+        size: u32,
+    ) -> Result<u32, RmError> {
         let mut p = NVOS21_PARAMETERS {
             hRoot: self.h_client,
             hObjectParent: parent,
             hObjectNew: new,
             hClass: hclass,
-            pAllocParms: ptr,
+            pAllocParms: params as u64,
             paramsSize: size,
             status: 0,
         };
         let call = || format!("RM_ALLOC {}", class_name(hclass));
-        rm_ioctl(&self.ctl, NV_ESC_RM_ALLOC, &mut p, &call, |p| p.status)?;
+        // SAFETY: `pAllocParms` is the caller's `params`, valid as this function's contract says.
+        unsafe { rm_ioctl(&self.ctl, NV_ESC_RM_ALLOC, &mut p, &call, |p| p.status) }?;
         Ok(p.hObjectNew)
     }
 
@@ -269,32 +362,44 @@ impl RmClient {
             status: 0,
         };
         let call = || format!("RM_FREE 0x{object:x}");
-        rm_ioctl(&self.ctl, NV_ESC_RM_FREE, &mut p, &call, |p| p.status)
+        // SAFETY: RM_FREE's parameters hold handles only.
+        unsafe { rm_ioctl(&self.ctl, NV_ESC_RM_FREE, &mut p, &call, |p| p.status) }
     }
 
-    /// NV_ESC_RM_CONTROL with a parameter struct whose size is the command's exported size.
-    pub fn control<P>(
+    /// NV_ESC_RM_CONTROL `P::CMD` on `object`, with the `paramsSize` this driver expects.
+    pub fn control<P: RmControlParams>(&self, object: u32, params: &mut P) -> Result<(), RmError> {
+        let size = P::params_size(self.version);
+        if size > std::mem::size_of::<P>() {
+            return Err(RmError::Ioctl {
+                call: format!("RM_CONTROL {}", P::NAME),
+                source: std::io::Error::other(format!(
+                    "driver {} expects {size} parameter bytes, the struct has {}",
+                    self.version,
+                    std::mem::size_of::<P>()
+                )),
+            });
+        }
+        // SAFETY: `params` is live and exclusively borrowed for the call and at least `size`
+        // bytes long (checked above); RM copies `size` bytes in and out for `P::CMD` and
+        // follows no address in them (`RmControlParams` contract).
+        unsafe {
+            self.control_sized(object, P::CMD, (params as *mut P).cast(), size as u32, P::NAME)
+        }
+    }
+
+    /// NV_ESC_RM_CONTROL `cmd` with `size` bytes of parameters at `params`.
+    ///
+    /// # Safety
+    ///
+    /// `params` is valid for reads and writes of `size` bytes for the length of the call (RM
+    /// copies `size` bytes in and back out), and every address inside the parameters that
+    /// command `cmd` follows is valid for what it does with it (e.g. a list RM fills must be
+    /// writable for as many entries as the parameters announce).
+    pub unsafe fn control_sized(
         &self,
         object: u32,
         cmd: u32,
-        params: &mut P,
-        name: &str,
-    ) -> Result<(), RmError> {
-        self.control_sized(
-            object,
-            cmd,
-            params as *mut P as u64,
-            std::mem::size_of::<P>() as u32,
-            name,
-        )
-    }
-
-    /// NV_ESC_RM_CONTROL with an explicit size (branch-dependent structs).
-    pub fn control_sized(
-        &self,
-        object: u32,
-        cmd: u32,
-        params: u64,
+        params: *mut c_void,
         size: u32,
         name: &str,
     ) -> Result<(), RmError> {
@@ -303,18 +408,21 @@ impl RmClient {
             hObject: object,
             cmd,
             flags: 0,
-            params,
+            params: params as u64,
             paramsSize: size,
             status: 0,
         };
         let call = || format!("RM_CONTROL {name}");
-        rm_ioctl(&self.ctl, NV_ESC_RM_CONTROL, &mut p, &call, |p| p.status)
+        // SAFETY: `params` is the caller's, valid as this function's contract says.
+        unsafe { rm_ioctl(&self.ctl, NV_ESC_RM_CONTROL, &mut p, &call, |p| p.status) }
     }
 
     /// NV_ESC_CARD_INFO: the GPUs nvidia.ko has probed (valid entries only).
     pub fn card_info(&self) -> Result<Vec<nv_ioctl_card_info_t>, RmError> {
         let mut cards = [nv_ioctl_card_info_t::default(); 64];
-        nv_ioctl(&self.ctl, NV_ESC_CARD_INFO, &mut cards, &|| "CARD_INFO".into())?;
+        // SAFETY: the card table holds no address RM follows (`reg_address`/`fb_address` are
+        // bus addresses RM reports).
+        unsafe { nv_ioctl(&self.ctl, NV_ESC_CARD_INFO, &mut cards, &|| "CARD_INFO".into()) }?;
         Ok(cards.into_iter().filter(|c| c.valid != 0).collect())
     }
 
@@ -323,7 +431,8 @@ impl RmClient {
         let path = format!("/dev/nvidia{minor}");
         let fd = open_node(&path)?;
         let mut p = nv_ioctl_register_fd_t { ctl_fd: self.ctl.as_raw_fd() };
-        nv_ioctl(&fd, NV_ESC_REGISTER_FD, &mut p, &|| format!("REGISTER_FD {path}"))?;
+        // SAFETY: REGISTER_FD's parameter is a file descriptor, no address.
+        unsafe { nv_ioctl(&fd, NV_ESC_REGISTER_FD, &mut p, &|| format!("REGISTER_FD {path}")) }?;
         Ok(fd)
     }
 
@@ -335,29 +444,24 @@ impl RmClient {
         let uvm_fd = open_node(NVIDIA_UVM)?;
         let uvm_fd2 = open_node(NVIDIA_UVM)?;
         let mut init = UVM_INITIALIZE_PARAMS::default();
-        uvm_ioctl(&uvm_fd, uvm::UVM_INITIALIZE, &mut init, "UVM_INITIALIZE")?;
+        uvm_ioctl(&uvm_fd, self.version, &mut init)?;
         check_uvm("UVM_INITIALIZE", init.rmStatus)?;
         let mut mm = UVM_MM_INITIALIZE_PARAMS { uvmFd: uvm_fd.as_raw_fd(), rmStatus: 0 };
         // Errors tolerated, as CUDA does (reference §1.3 step 4).
-        let _ = uvm_ioctl(&uvm_fd2, uvm::UVM_MM_INITIALIZE, &mut mm, "UVM_MM_INITIALIZE");
+        let _ = uvm_ioctl(&uvm_fd2, self.version, &mut mm);
         self.uvm = Some((uvm_fd, uvm_fd2));
         Ok(())
     }
 
-    /// Issue a UVM ioctl and check its rmStatus (read by `status` from the params afterwards).
-    pub fn uvm<T>(
-        &self,
-        cmd: u64,
-        params: &mut T,
-        call: &str,
-        status: impl Fn(&T) -> u32,
-    ) -> Result<(), RmError> {
+    /// Issue UVM ioctl `P::CMD` and check the rmStatus UVM wrote back. A struct of another
+    /// driver release's layout is refused before the kernel sees it.
+    pub fn uvm<P: UvmParams>(&self, params: &mut P) -> Result<(), RmError> {
         let (fd, _) = self.uvm.as_ref().ok_or_else(|| RmError::Ioctl {
-            call: call.to_string(),
+            call: P::NAME.to_string(),
             source: std::io::Error::other("UVM not initialised"),
         })?;
-        uvm_ioctl(fd, cmd, params, call)?;
-        check_uvm(call, status(params))
+        uvm_ioctl(fd, self.version, params)?;
+        check_uvm(P::NAME, params.rm_status())
     }
 
     /// Map RM memory `h_memory` for the CPU: a fresh GPU fd, RM_MAP_MEMORY, mmap (§1.4).
@@ -387,7 +491,9 @@ impl RmClient {
             _pad: 0,
         };
         let call = || format!("RM_MAP_MEMORY 0x{h_memory:x}");
-        rm_ioctl(&self.ctl, NV_ESC_RM_MAP_MEMORY, &mut p, &call, |p| p.params.status)?;
+        // SAFETY: RM_MAP_MEMORY's parameters hold handles, a length and a file descriptor;
+        // `pLinearAddress` is only written back (a cookie for mmap), not followed.
+        unsafe { rm_ioctl(&self.ctl, NV_ESC_RM_MAP_MEMORY, &mut p, &call, |p| p.params.status) }?;
         // nvidia.ko requires offset 0 and the full mapped size, one mapping per fd. The VMA keeps
         // the file alive; `fd` may close afterwards.
         mmap_at(at, length, libc::MAP_SHARED, fd.as_raw_fd())
@@ -395,7 +501,14 @@ impl RmClient {
     }
 
     /// NV_ESC_RM_ALLOC_MEMORY of pinned host memory at `address` (OS descriptor) on the GPU fd.
-    pub fn alloc_os_descriptor(
+    ///
+    /// # Safety
+    ///
+    /// `address..address + size` is memory this process has mapped, and keeps mapped, for as
+    /// long as the memory object `h_new` lives: RM pins those pages, and the GPU may read and
+    /// write them through any GPU mapping of the object. No Rust reference may cover them while
+    /// the GPU can write them; the CPU reaches them through raw pointers only.
+    pub unsafe fn alloc_os_descriptor(
         &self,
         gpu_fd: &File,
         h_device: u32,
@@ -403,6 +516,13 @@ impl RmClient {
         address: u64,
         size: u64,
     ) -> Result<u32, RmError> {
+        let call = || "RM_ALLOC_MEMORY NV01_MEMORY_SYSTEM_OS_DESCRIPTOR".to_string();
+        let Some(limit) = size.checked_sub(1) else {
+            return Err(RmError::Ioctl {
+                call: call(),
+                source: std::io::Error::other("an OS descriptor of 0 bytes"),
+            });
+        };
         let mut p = nv_ioctl_nvos02_parameters_with_fd {
             params: NVOS02_PARAMETERS {
                 hRoot: self.h_client,
@@ -411,14 +531,14 @@ impl RmClient {
                 hClass: class::NV01_MEMORY_SYSTEM_OS_DESCRIPTOR,
                 flags: flags::OS_DESCRIPTOR_FLAGS,
                 pMemory: address,
-                limit: size - 1,
+                limit,
                 ..Default::default()
             },
             fd: -1,
             _pad: 0,
         };
-        let call = || "RM_ALLOC_MEMORY NV01_MEMORY_SYSTEM_OS_DESCRIPTOR".to_string();
-        rm_ioctl(gpu_fd, NV_ESC_RM_ALLOC_MEMORY, &mut p, &call, |p| p.params.status)?;
+        // SAFETY: `pMemory` names the caller's range, valid as this function's contract says.
+        unsafe { rm_ioctl(gpu_fd, NV_ESC_RM_ALLOC_MEMORY, &mut p, &call, |p| p.params.status) }?;
         Ok(p.params.hObjectNew)
     }
 
@@ -430,9 +550,9 @@ impl RmClient {
             hClientShare: self.h_client,
             ..Default::default()
         };
-        let h_device = self.alloc(self.h_client, 0, class::NV01_DEVICE_0, Some(&mut device))?;
+        let h_device = self.alloc(self.h_client, 0, class::NV01_DEVICE_0, &mut device)?;
         let mut subdevice = NV2080_ALLOC_PARAMETERS::default();
-        match self.alloc(h_device, 0, class::NV20_SUBDEVICE_0, Some(&mut subdevice)) {
+        match self.alloc(h_device, 0, class::NV20_SUBDEVICE_0, &mut subdevice) {
             Ok(h_subdevice) => Ok((h_device, h_subdevice)),
             Err(e) => {
                 let _ = self.free(self.h_client, h_device);
@@ -453,12 +573,18 @@ impl RmClient {
             grInfoList: entries.as_mut_ptr() as u64,
             ..Default::default()
         };
-        self.control(
-            h_subdevice,
-            ctrl::NV2080_CTRL_CMD_GR_GET_INFO,
-            &mut p,
-            "NV2080_CTRL_CMD_GR_GET_INFO",
-        )?;
+        // SAFETY: `p` is live for the call and its full size is passed; `grInfoList` points at
+        // `entries`, live and exclusively ours, exactly `grInfoListSize` entries of the
+        // {index, data} pairs RM fills.
+        unsafe {
+            self.control_sized(
+                h_subdevice,
+                ctrl::NV2080_CTRL_CMD_GR_GET_INFO,
+                (&mut p as *mut NV2080_CTRL_GR_GET_INFO_PARAMS).cast(),
+                std::mem::size_of_val(&p) as u32,
+                "NV2080_CTRL_CMD_GR_GET_INFO",
+            )
+        }?;
         Ok(entries.map(|e| e.data))
     }
 
@@ -474,12 +600,18 @@ impl RmClient {
             fbInfoList: entries.as_mut_ptr() as u64,
             ..Default::default()
         };
-        self.control(
-            h_subdevice,
-            ctrl::NV2080_CTRL_CMD_FB_GET_INFO,
-            &mut p,
-            "NV2080_CTRL_CMD_FB_GET_INFO",
-        )?;
+        // SAFETY: `p` is live for the call and its full size is passed; `fbInfoList` points at
+        // `entries`, live and exclusively ours, exactly `fbInfoListSize` entries of the
+        // {index, data} pairs RM fills.
+        unsafe {
+            self.control_sized(
+                h_subdevice,
+                ctrl::NV2080_CTRL_CMD_FB_GET_INFO,
+                (&mut p as *mut NV2080_CTRL_FB_GET_INFO_PARAMS).cast(),
+                std::mem::size_of_val(&p) as u32,
+                "NV2080_CTRL_CMD_FB_GET_INFO",
+            )
+        }?;
         Ok(entries.map(|e| e.data))
     }
 
@@ -487,11 +619,19 @@ impl RmClient {
     /// form: count, then list).
     pub fn class_list(&self, h_device: u32) -> Result<Vec<u32>, RmError> {
         let name = "NV0080_CTRL_CMD_GPU_GET_CLASSLIST";
+        let cmd = ctrl::NV0080_CTRL_CMD_GPU_GET_CLASSLIST;
         let mut p = NV0080_CTRL_GPU_GET_CLASSLIST_PARAMS::default();
-        self.control(h_device, ctrl::NV0080_CTRL_CMD_GPU_GET_CLASSLIST, &mut p, name)?;
+        let size = std::mem::size_of_val(&p) as u32;
+        let params: *mut NV0080_CTRL_GPU_GET_CLASSLIST_PARAMS = &mut p;
+        // SAFETY: `p` is live for the call and its full size is passed; `classList` is null, so
+        // RM only reports the count.
+        unsafe { self.control_sized(h_device, cmd, params.cast(), size, name) }?;
         let mut list = vec![0u32; p.numClasses as usize];
         p.classList = list.as_mut_ptr() as u64;
-        self.control(h_device, ctrl::NV0080_CTRL_CMD_GPU_GET_CLASSLIST, &mut p, name)?;
+        let params: *mut NV0080_CTRL_GPU_GET_CLASSLIST_PARAMS = &mut p;
+        // SAFETY: as above; `classList` points at `list`, live and exclusively ours, exactly
+        // `numClasses` u32 entries long, which is as many as RM writes.
+        unsafe { self.control_sized(h_device, cmd, params.cast(), size, name) }?;
         list.truncate(p.numClasses as usize);
         Ok(list)
     }
@@ -499,12 +639,7 @@ impl RmClient {
     /// Query a GPU's device instance from its gpu_id (CARD_INFO).
     pub fn device_instance(&self, gpu_id: u32) -> Result<u32, RmError> {
         let mut p = NV0000_CTRL_GPU_GET_ID_INFO_V2_PARAMS { gpuId: gpu_id, ..Default::default() };
-        self.control(
-            self.h_client,
-            ctrl::NV0000_CTRL_CMD_GPU_GET_ID_INFO_V2,
-            &mut p,
-            "NV0000_CTRL_CMD_GPU_GET_ID_INFO_V2",
-        )?;
+        self.control(self.h_client, &mut p)?;
         Ok(p.deviceInstance)
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Facts from the reference `nv-driver.md` §1 and NVIDIA's open-gpu-kernel-modules headers.
 
+pub mod params;
 pub mod status;
 pub mod structs;
 

@@ -1,4 +1,7 @@
 //! RM ioctl parameter structs, `#[repr(C)]`, with size and offset checks at compile time.
+//! Each derives zerocopy's `IntoBytes + FromBytes`: no implicit padding (every gap is a
+//! `_pad*` field) and any bytes are a valid value, so the kernel may write the whole struct.
+//! Which struct goes with which class or command is in [`super::params`].
 //!
 //! Layouts are the 580 branch as measured in the reference (nv-driver.md §1.2, gcc + gdb
 //! `ptype /o` on 580.105.08 / 580.142). Where 570/535 differ (§1.6) both forms exist and
@@ -8,8 +11,10 @@
 #![allow(non_snake_case, non_camel_case_types)]
 
 use std::mem::{offset_of, size_of};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
-/// Assert a struct's size and field offsets at compile time.
+/// Assert a struct's size and field offsets at compile time, as measured on NVIDIA's headers
+/// (reference §1.2). zerocopy's derive proves there is no padding; these pin where fields are.
 macro_rules! layout {
     ($ty:ty, $size:expr $(, $field:ident @ $off:expr)* $(,)?) => {
         const _: () = assert!(size_of::<$ty>() == $size);
@@ -19,7 +24,7 @@ macro_rules! layout {
 
 /// `NVOS21_PARAMETERS` (NV_ESC_RM_ALLOC, 32 B): allocate an RM object.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NVOS21_PARAMETERS {
     pub hRoot: u32,
     pub hObjectParent: u32,
@@ -36,7 +41,7 @@ layout!(NVOS21_PARAMETERS, 32, hRoot @ 0, hObjectParent @ 4, hObjectNew @ 8, hCl
 
 /// `NVOS64_PARAMETERS` (NV_ESC_RM_ALLOC, 48 B): NVOS21 plus requested access rights.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NVOS64_PARAMETERS {
     pub hRoot: u32,
     pub hObjectParent: u32,
@@ -53,7 +58,7 @@ layout!(NVOS64_PARAMETERS, 48, pAllocParms @ 16, pRightsRequested @ 24, paramsSi
 
 /// `NVOS00_PARAMETERS` (NV_ESC_RM_FREE, 16 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NVOS00_PARAMETERS {
     pub hRoot: u32,
     pub hObjectParent: u32,
@@ -64,7 +69,7 @@ layout!(NVOS00_PARAMETERS, 16, hRoot @ 0, hObjectParent @ 4, hObjectOld @ 8, sta
 
 /// `NVOS54_PARAMETERS` (NV_ESC_RM_CONTROL, 32 B). `paramsSize` must equal the command's size.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NVOS54_PARAMETERS {
     pub hClient: u32,
     pub hObject: u32,
@@ -78,7 +83,7 @@ layout!(NVOS54_PARAMETERS, 32, hClient @ 0, hObject @ 4, cmd @ 8, flags @ 12, pa
 
 /// `NVOS02_PARAMETERS` (48 B): allocate memory described by the client (OS descriptor).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NVOS02_PARAMETERS {
     pub hRoot: u32,
     pub hObjectParent: u32,
@@ -96,7 +101,7 @@ layout!(NVOS02_PARAMETERS, 48, hObjectNew @ 8, hClass @ 12, flags @ 16, pMemory 
 
 /// `nv_ioctl_nvos02_parameters_with_fd` (NV_ESC_RM_ALLOC_MEMORY on the GPU fd, 56 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct nv_ioctl_nvos02_parameters_with_fd {
     pub params: NVOS02_PARAMETERS,
     pub fd: i32,
@@ -106,7 +111,7 @@ layout!(nv_ioctl_nvos02_parameters_with_fd, 56, params @ 0, fd @ 48);
 
 /// `NVOS33_PARAMETERS` (48 B): map RM memory for the CPU.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NVOS33_PARAMETERS {
     pub hClient: u32,
     pub hDevice: u32,
@@ -123,7 +128,7 @@ layout!(NVOS33_PARAMETERS, 48, hClient @ 0, hDevice @ 4, hMemory @ 8, offset @ 1
 
 /// `nv_ioctl_nvos33_parameters_with_fd` (NV_ESC_RM_MAP_MEMORY, 56 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct nv_ioctl_nvos33_parameters_with_fd {
     pub params: NVOS33_PARAMETERS,
     pub fd: i32,
@@ -133,7 +138,7 @@ layout!(nv_ioctl_nvos33_parameters_with_fd, 56, params @ 0, fd @ 48);
 
 /// `NVOS34_PARAMETERS` (NV_ESC_RM_UNMAP_MEMORY, 32 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NVOS34_PARAMETERS {
     pub hClient: u32,
     pub hDevice: u32,
@@ -148,7 +153,7 @@ layout!(NVOS34_PARAMETERS, 32, hMemory @ 8, pLinearAddress @ 16, status @ 24, fl
 /// `NVOS46_PARAMETERS`, 580 layout (NV_ESC_RM_MAP_MEMORY_DMA, 64 B). Kept for the fallback
 /// path only: the compute path maps through UVM (reference §1.4, §7).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NVOS46_PARAMETERS_V580 {
     pub hClient: u32,
     pub hDevice: u32,
@@ -168,7 +173,7 @@ layout!(NVOS46_PARAMETERS_V580, 64, hDma @ 8, hMemory @ 12, offset @ 16, length 
 
 /// `NVOS46_PARAMETERS`, 570/535 layout (56 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NVOS46_PARAMETERS_V570 {
     pub hClient: u32,
     pub hDevice: u32,
@@ -186,7 +191,7 @@ layout!(NVOS46_PARAMETERS_V570, 56, flags @ 32, dmaOffset @ 40, status @ 48);
 
 /// `nv_pci_info_t` inside the card info.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct nv_pci_info_t {
     pub domain: u32,
     pub bus: u8,
@@ -200,7 +205,7 @@ layout!(nv_pci_info_t, 12, domain @ 0, bus @ 4, slot @ 5, function @ 6, vendor_i
 
 /// `nv_ioctl_card_info_t` (NV_ESC_CARD_INFO, 72 B each; the ioctl takes an array).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct nv_ioctl_card_info_t {
     /// `NvBool` (u8) followed by padding.
     pub valid: u8,
@@ -221,7 +226,7 @@ layout!(nv_ioctl_card_info_t, 72, valid @ 0, pci_info @ 4, gpu_id @ 16, interrup
 
 /// `nv_ioctl_rm_api_version_t` (NV_ESC_CHECK_VERSION_STR, 72 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct nv_ioctl_rm_api_version_t {
     /// `NV_RM_API_VERSION_CMD_*`: 0 strict, '1' relaxed, '2' query.
     pub cmd: u32,
@@ -233,13 +238,13 @@ layout!(nv_ioctl_rm_api_version_t, 72, cmd @ 0, reply @ 4, versionString @ 8);
 
 impl Default for nv_ioctl_rm_api_version_t {
     fn default() -> Self {
-        Self { cmd: 0, reply: 0, versionString: [0; 64] }
+        Self::new_zeroed()
     }
 }
 
 /// `nv_ioctl_register_fd_t` (NV_ESC_REGISTER_FD on a GPU fd, 4 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct nv_ioctl_register_fd_t {
     pub ctl_fd: i32,
 }
@@ -249,7 +254,7 @@ layout!(nv_ioctl_register_fd_t, 4, ctl_fd @ 0);
 
 /// `NV0080_ALLOC_PARAMETERS` (NV01_DEVICE_0, 56 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV0080_ALLOC_PARAMETERS {
     pub deviceId: u32,
     pub hClientShare: u32,
@@ -267,7 +272,7 @@ layout!(NV0080_ALLOC_PARAMETERS, 56, deviceId @ 0, hClientShare @ 4, hTargetClie
 
 /// `NV2080_ALLOC_PARAMETERS` (NV20_SUBDEVICE_0, 4 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV2080_ALLOC_PARAMETERS {
     pub subDeviceId: u32,
 }
@@ -277,7 +282,7 @@ layout!(NV2080_ALLOC_PARAMETERS, 4, subDeviceId @ 0);
 /// On 570 the class is 48 B; RM copies the class-defined size, so the 56-B form is safe to
 /// pass to both (the extra 8 B are simply not read by 570).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV_VASPACE_ALLOCATION_PARAMETERS {
     pub index: u32,
     pub flags: u32,
@@ -294,7 +299,7 @@ layout!(NV_VASPACE_ALLOCATION_PARAMETERS, 56, index @ 0, flags @ 4, vaSize @ 8, 
 
 /// `NV_CHANNEL_GROUP_ALLOCATION_PARAMETERS` (KEPLER_CHANNEL_GROUP_A, 20 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV_CHANNEL_GROUP_ALLOCATION_PARAMETERS {
     pub hObjectError: u32,
     pub hObjectEccError: u32,
@@ -308,7 +313,7 @@ layout!(NV_CHANNEL_GROUP_ALLOCATION_PARAMETERS, 20, hVASpace @ 8, engineType @ 1
 
 /// `NV_CTXSHARE_ALLOCATION_PARAMETERS` (FERMI_CONTEXT_SHARE_A, 12 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV_CTXSHARE_ALLOCATION_PARAMETERS {
     pub hVASpace: u32,
     pub flags: u32,
@@ -318,7 +323,7 @@ layout!(NV_CTXSHARE_ALLOCATION_PARAMETERS, 12, hVASpace @ 0, flags @ 4, subctxId
 
 /// `NV_MEMORY_ALLOCATION_PARAMS` (NV01_MEMORY_LOCAL_USER / NV01_MEMORY_SYSTEM, 128 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV_MEMORY_ALLOCATION_PARAMS {
     pub owner: u32,
     pub r#type: u32,
@@ -350,7 +355,7 @@ layout!(NV_MEMORY_ALLOCATION_PARAMS, 128, owner @ 0, r#type @ 4, flags @ 8, attr
 
 /// `NV_MEMORY_DESC_PARAMS` (24 B), only filled by kernel-RM/GSP clients.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV_MEMORY_DESC_PARAMS {
     pub base: u64,
     pub size: u64,
@@ -361,7 +366,7 @@ layout!(NV_MEMORY_DESC_PARAMS, 24, base @ 0, size @ 8, addressSpace @ 16, cacheA
 
 /// `NV_CHANNEL_ALLOC_PARAMS` = `NV_CHANNELGPFIFO_ALLOCATION_PARAMETERS` (GPFIFO classes, 368 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV_CHANNEL_ALLOC_PARAMS {
     pub hObjectError: u32,
     pub hObjectBuffer: u32,
@@ -404,7 +409,7 @@ layout!(NV_CHANNEL_ALLOC_PARAMS, 368,
 
 /// `NV0000_CTRL_GPU_GET_ID_INFO_V2_PARAMS` (32 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV0000_CTRL_GPU_GET_ID_INFO_V2_PARAMS {
     pub gpuId: u32,
     pub gpuFlags: u32,
@@ -422,7 +427,7 @@ layout!(NV0000_CTRL_GPU_GET_ID_INFO_V2_PARAMS, 32, gpuId @ 0, deviceInstance @ 8
 /// length (`NV0080_CTRL_GPU_CLASSLIST_MAX_SIZE`) differs between branches (100, 116, …) and
 /// would make `paramsSize` branch-dependent.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV0080_CTRL_GPU_GET_CLASSLIST_PARAMS {
     pub numClasses: u32,
     pub _pad: u32,
@@ -432,7 +437,7 @@ layout!(NV0080_CTRL_GPU_GET_CLASSLIST_PARAMS, 16, numClasses @ 0, classList @ 8)
 
 /// `NV2080_CTRL_GPU_GET_GID_INFO_PARAMS` (268 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV2080_CTRL_GPU_GET_GID_INFO_PARAMS {
     pub index: u32,
     /// 2 = binary format (16-byte UUID).
@@ -444,13 +449,13 @@ layout!(NV2080_CTRL_GPU_GET_GID_INFO_PARAMS, 268, index @ 0, flags @ 4, length @
 
 impl Default for NV2080_CTRL_GPU_GET_GID_INFO_PARAMS {
     fn default() -> Self {
-        Self { index: 0, flags: 0, length: 0, data: [0; 256] }
+        Self::new_zeroed()
     }
 }
 
 /// `NV2080_CTRL_GR_INFO` ({index, data}, 8 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV2080_CTRL_GR_INFO {
     pub index: u32,
     pub data: u32,
@@ -459,7 +464,7 @@ layout!(NV2080_CTRL_GR_INFO, 8, index @ 0, data @ 4);
 
 /// `NV2080_CTRL_GR_ROUTE_INFO` (16 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV2080_CTRL_GR_ROUTE_INFO {
     pub flags: u32,
     pub _pad: u32,
@@ -469,7 +474,7 @@ layout!(NV2080_CTRL_GR_ROUTE_INFO, 16, flags @ 0, route @ 8);
 
 /// `NV2080_CTRL_GR_GET_INFO_PARAMS` (32 B; points at an array of [`NV2080_CTRL_GR_INFO`]).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV2080_CTRL_GR_GET_INFO_PARAMS {
     pub grInfoListSize: u32,
     pub _pad: u32,
@@ -480,7 +485,7 @@ layout!(NV2080_CTRL_GR_GET_INFO_PARAMS, 32, grInfoListSize @ 0, grInfoList @ 8, 
 
 /// `NV2080_CTRL_FB_INFO` ({index, data}, 8 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV2080_CTRL_FB_INFO {
     pub index: u32,
     pub data: u32,
@@ -492,7 +497,7 @@ layout!(NV2080_CTRL_FB_INFO, 8, index @ 0, data @ 4);
 /// not depend on the branch's `NV2080_CTRL_FB_INFO_MAX_LIST_SIZE` (0x36/0x39/0x80 in
 /// 535/570/580), unlike `_V2`'s.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV2080_CTRL_FB_GET_INFO_PARAMS {
     pub fbInfoListSize: u32,
     pub _pad: u32,
@@ -502,7 +507,7 @@ layout!(NV2080_CTRL_FB_GET_INFO_PARAMS, 16, fbInfoListSize @ 0, fbInfoList @ 8);
 
 /// `NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS` (4 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS {
     pub workSubmitToken: u32,
 }
@@ -510,7 +515,7 @@ layout!(NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS, 4, workSubmitToken 
 
 /// `NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS`, 580 layout (3 B: + bSkipEnable).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS_V580 {
     pub bEnable: u8,
     pub bSkipSubmit: u8,
@@ -520,7 +525,7 @@ layout!(NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS_V580, 3, bEnable @ 0, bSkipSubmit @ 1
 
 /// `NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS`, 570/535 layout (2 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS_V570 {
     pub bEnable: u8,
     pub bSkipSubmit: u8,
@@ -529,7 +534,7 @@ layout!(NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS_V570, 2, bEnable @ 0, bSkipSubmit @ 1
 
 /// `NV2080_CTRL_PERF_BOOST_PARAMS` (8 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct NV2080_CTRL_PERF_BOOST_PARAMS {
     pub flags: u32,
     pub duration: u32,
@@ -540,7 +545,7 @@ layout!(NV2080_CTRL_PERF_BOOST_PARAMS, 8, flags @ 0, duration @ 4);
 
 /// `UVM_INITIALIZE_PARAMS` (16 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct UVM_INITIALIZE_PARAMS {
     pub flags: u64,
     pub rmStatus: u32,
@@ -550,7 +555,7 @@ layout!(UVM_INITIALIZE_PARAMS, 16, flags @ 0, rmStatus @ 8);
 
 /// `UVM_MM_INITIALIZE_PARAMS` (8 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct UVM_MM_INITIALIZE_PARAMS {
     pub uvmFd: i32,
     pub rmStatus: u32,
@@ -559,7 +564,7 @@ layout!(UVM_MM_INITIALIZE_PARAMS, 8, uvmFd @ 0, rmStatus @ 4);
 
 /// `UVM_REGISTER_GPU_PARAMS` (40 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct UVM_REGISTER_GPU_PARAMS {
     pub gpu_uuid: [u8; 16],
     pub numaEnabled: u8,
@@ -574,7 +579,7 @@ layout!(UVM_REGISTER_GPU_PARAMS, 40, gpu_uuid @ 0, numaEnabled @ 16, numaNodeId 
 
 /// `UVM_REGISTER_GPU_VASPACE_PARAMS` (32 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct UVM_REGISTER_GPU_VASPACE_PARAMS {
     pub gpuUuid: [u8; 16],
     pub rmCtrlFd: i32,
@@ -586,7 +591,7 @@ layout!(UVM_REGISTER_GPU_VASPACE_PARAMS, 32, gpuUuid @ 0, rmCtrlFd @ 16, hClient
 
 /// `UVM_REGISTER_CHANNEL_PARAMS` (56 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct UVM_REGISTER_CHANNEL_PARAMS {
     pub gpuUuid: [u8; 16],
     pub rmCtrlFd: i32,
@@ -602,7 +607,7 @@ layout!(UVM_REGISTER_CHANNEL_PARAMS, 56, rmCtrlFd @ 16, hClient @ 20, hChannel @
 
 /// `UVM_CREATE_EXTERNAL_RANGE_PARAMS` (24 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct UVM_CREATE_EXTERNAL_RANGE_PARAMS {
     pub base: u64,
     pub length: u64,
@@ -613,7 +618,7 @@ layout!(UVM_CREATE_EXTERNAL_RANGE_PARAMS, 24, base @ 0, length @ 8, rmStatus @ 1
 
 /// `UVM_FREE_PARAMS` before 590 (24 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct UVM_FREE_PARAMS {
     pub base: u64,
     pub length: u64,
@@ -624,7 +629,7 @@ layout!(UVM_FREE_PARAMS, 24, base @ 0, length @ 8, rmStatus @ 16);
 
 /// `UVM_FREE_PARAMS` from 590 on (16 B: `length` dropped).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct UVM_FREE_PARAMS_V590 {
     pub base: u64,
     pub rmStatus: u32,
@@ -634,7 +639,7 @@ layout!(UVM_FREE_PARAMS_V590, 16, base @ 0, rmStatus @ 8);
 
 /// `UvmGpuMappingAttributes` (36 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct UvmGpuMappingAttributes {
     pub gpuUuid: [u8; 16],
     /// 1 = UvmGpuMappingTypeReadWriteAtomic.
@@ -652,41 +657,83 @@ pub const UVM_MAX_GPUS: usize = 256;
 /// Slots before 550.54 (`UVM_MAX_GPUS` = `NV_MAX_DEVICES`).
 pub const UVM_MAX_GPUS_V1: usize = 32;
 
-/// `UVM_MAP_EXTERNAL_ALLOCATION_PARAMS` with `GPUS` per-GPU slots; see the two aliases.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct UvmMapExternalAllocationParams<const GPUS: usize> {
-    pub base: u64,
-    pub length: u64,
-    pub offset: u64,
-    pub perGpuAttributes: [UvmGpuMappingAttributes; GPUS],
-    pub gpuAttributesCount: u64,
-    pub rmCtrlFd: i32,
-    pub hClient: u32,
-    pub hMemory: u32,
-    pub rmStatus: u32,
+/// `UVM_MAP_EXTERNAL_ALLOCATION_PARAMS` with `$gpus` per-GPU slots. Two concrete structs
+/// rather than one generic over the slot count: zerocopy proves a struct free of padding only
+/// when its field types are concrete.
+macro_rules! uvm_map_external_allocation_params {
+    ($(#[$doc:meta])* $name:ident, $gpus:expr) => {
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+        pub struct $name {
+            pub base: u64,
+            pub length: u64,
+            pub offset: u64,
+            pub perGpuAttributes: [UvmGpuMappingAttributes; $gpus],
+            pub gpuAttributesCount: u64,
+            pub rmCtrlFd: i32,
+            pub hClient: u32,
+            pub hMemory: u32,
+            pub rmStatus: u32,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new_zeroed()
+            }
+        }
+
+        impl UvmMapExternalAllocation for $name {
+            const GPU_SLOTS: usize = $gpus;
+
+            fn new_boxed(
+                base: u64,
+                length: u64,
+                gpu: UvmGpuMappingAttributes,
+                rm_ctrl_fd: i32,
+                h_client: u32,
+                h_memory: u32,
+            ) -> Box<Self> {
+                let mut map = Box::new(Self::new_zeroed());
+                map.base = base;
+                map.length = length;
+                map.perGpuAttributes[0] = gpu;
+                map.gpuAttributesCount = 1;
+                map.rmCtrlFd = rm_ctrl_fd;
+                map.hClient = h_client;
+                map.hMemory = h_memory;
+                map
+            }
+        }
+    };
 }
 
-/// `UVM_MAP_EXTERNAL_ALLOCATION_PARAMS` from 550.54 on (9264 B).
-pub type UVM_MAP_EXTERNAL_ALLOCATION_PARAMS = UvmMapExternalAllocationParams<UVM_MAX_GPUS>;
+/// The two layouts of `UVM_MAP_EXTERNAL_ALLOCATION_PARAMS`, built the same way.
+pub trait UvmMapExternalAllocation: Sized {
+    /// Per-GPU attribute slots in this layout.
+    const GPU_SLOTS: usize;
+
+    /// A request mapping `length` bytes of RM memory `h_memory` at `base` for one GPU.
+    fn new_boxed(
+        base: u64,
+        length: u64,
+        gpu: UvmGpuMappingAttributes,
+        rm_ctrl_fd: i32,
+        h_client: u32,
+        h_memory: u32,
+    ) -> Box<Self>;
+}
+
+uvm_map_external_allocation_params!(
+    /// `UVM_MAP_EXTERNAL_ALLOCATION_PARAMS` from 550.54 on (9264 B).
+    UVM_MAP_EXTERNAL_ALLOCATION_PARAMS,
+    UVM_MAX_GPUS
+);
 layout!(UVM_MAP_EXTERNAL_ALLOCATION_PARAMS, 9264, base @ 0, length @ 8, offset @ 16, perGpuAttributes @ 24, gpuAttributesCount @ 9240, rmCtrlFd @ 9248, hClient @ 9252, hMemory @ 9256, rmStatus @ 9260);
 
-/// `UVM_MAP_EXTERNAL_ALLOCATION_PARAMS` before 550.54 (1200 B).
-pub type UVM_MAP_EXTERNAL_ALLOCATION_PARAMS_V535 = UvmMapExternalAllocationParams<UVM_MAX_GPUS_V1>;
+uvm_map_external_allocation_params!(
+    /// `UVM_MAP_EXTERNAL_ALLOCATION_PARAMS` before 550.54 (1200 B).
+    UVM_MAP_EXTERNAL_ALLOCATION_PARAMS_V535,
+    UVM_MAX_GPUS_V1
+);
 layout!(UVM_MAP_EXTERNAL_ALLOCATION_PARAMS_V535, 1200, perGpuAttributes @ 24, gpuAttributesCount @ 1176, rmCtrlFd @ 1184, hClient @ 1188, hMemory @ 1192, rmStatus @ 1196);
-
-impl<const GPUS: usize> Default for UvmMapExternalAllocationParams<GPUS> {
-    fn default() -> Self {
-        Self {
-            base: 0,
-            length: 0,
-            offset: 0,
-            perGpuAttributes: [UvmGpuMappingAttributes::default(); GPUS],
-            gpuAttributesCount: 0,
-            rmCtrlFd: 0,
-            hClient: 0,
-            hMemory: 0,
-            rmStatus: 0,
-        }
-    }
-}

@@ -1,14 +1,13 @@
 //! Host side of the emulated GPU's stand-in copy engine (`egpu_emu::copy_engine`: a small
-//! register block in the GPU's MMIO BAR that is *not* a real vendor block). It lets the demo and the
-//! link benchmark make the GPU DMA into bridge SRAM and release armed F2 reads until the real
-//! AMD/NVIDIA engines exist.
+//! register block in the GPU's MMIO BAR that is *not* a real vendor block). It lets the demo
+//! and the link benchmark make the GPU DMA into GPU-visible memory and release armed reads
+//! until the real AMD/NVIDIA engines exist.
 
 use egpu_emu::copy_engine::{
     BASE, DST, FENCE_ADDR, FENCE_GO, FENCE_VALUE, FLAGS, FLAG_DST_PCIE, FLAG_SRC_PCIE, GO, LENGTH,
     SRC, STATUS,
 };
-use egpu_link::pcie::bar::{BarMmio, BarRegion};
-use egpu_link::{LinkError, PcieLink};
+use egpu_hal::{BarMmio, BarRegion, LinkError, PcieLink};
 
 /// One end of a GPU copy.
 #[derive(Clone, Copy, Debug)]
@@ -19,11 +18,13 @@ pub enum Place {
     Bus(u64),
 }
 
-pub struct EmuCopyEngine {
+/// The copy engine of an emulated card, reached through its MMIO BAR.
+pub struct EmulatedCopyEngine {
+    /// The card's MMIO BAR.
     pub mmio: BarRegion,
 }
 
-impl EmuCopyEngine {
+impl EmulatedCopyEngine {
     /// Copy `len` bytes from `src` to `dst` on the GPU. Every register write leaves in one
     /// coalesced streaming transfer (SRC, DST, LENGTH, FLAGS, GO are adjacent).
     pub fn copy(

@@ -1,14 +1,20 @@
-//! The NVIDIA backend: adapts `egpu_nv`'s device (RM client, channels, submission) to the
-//! runtime's [`Backend`] trait. Unverified on hardware until the GPU suite has run.
+//! The runtime backend of this driver: adapts [`crate::device::NvDevice`] (RM client,
+//! channels, submission) to `egpu-hal`'s [`Backend`] trait, which the `egpu` runtime opens
+//! for `nv:N`. Unverified on hardware until the GPU suite has run.
 
-use crate::backend::{Backend, BufferId, Command, ProgramId, SignalId};
-use crate::{DeviceProperties, Error, KernelInfo, MemoryKind, ParamSlot, Vendor};
+use egpu_hal::{
+    Backend, BufferId, Command, CommandList, DeviceProperties, Error, KernelInfo, MemoryKind,
+    ParamSlot, ProgramId, SignalId, Vendor,
+};
+#[cfg(target_os = "linux")]
 use std::collections::HashMap;
-use std::time::Instant;
+#[cfg(target_os = "linux")]
+use std::sync::Arc;
 
-fn backend_err(operation: &'static str, device: &str, e: egpu_nv::NvError) -> Error {
+#[cfg(target_os = "linux")]
+fn backend_err(operation: &'static str, device: &str, e: crate::NvError) -> Error {
     match e {
-        egpu_nv::NvError::Timeout { slot, wanted, last_seen, waited } => Error::Timeout {
+        crate::NvError::Timeout { slot, wanted, last_seen, waited } => Error::Timeout {
             what: format!("signal slot {slot} on {device}"),
             wanted,
             last_seen,
@@ -18,11 +24,12 @@ fn backend_err(operation: &'static str, device: &str, e: egpu_nv::NvError) -> Er
     }
 }
 
-/// Open the `index`-th NVIDIA GPU found through nvidia.ko.
+/// Open the `index`-th NVIDIA GPU found through nvidia.ko as a runtime backend; `name` is
+/// what errors call it.
 #[cfg(target_os = "linux")]
-pub(crate) fn open(index: u32, name: &str) -> Result<Box<dyn Backend>, Error> {
-    let dev = egpu_nv::device::NvDevice::open(index).map_err(|e| match e {
-        egpu_nv::NvError::NoKernelDriver | egpu_nv::NvError::NoSuchGpu { .. } => {
+pub fn open(index: u32, name: &str) -> Result<Box<dyn Backend>, Error> {
+    let dev = crate::device::NvDevice::open(index).map_err(|e| match e {
+        crate::NvError::NoKernelDriver | crate::NvError::NoSuchGpu { .. } => {
             Error::Unavailable { name: name.to_string(), why: e.to_string() }
         }
         other => backend_err("open", name, other),
@@ -32,7 +39,7 @@ pub(crate) fn open(index: u32, name: &str) -> Result<Box<dyn Backend>, Error> {
 
 /// Open: not available off Linux.
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn open(_index: u32, name: &str) -> Result<Box<dyn Backend>, Error> {
+pub fn open(_index: u32, name: &str) -> Result<Box<dyn Backend>, Error> {
     Err(Error::Unavailable {
         name: name.to_string(),
         why: "the NVIDIA kernel-module path needs Linux".into(),
@@ -42,14 +49,14 @@ pub(crate) fn open(_index: u32, name: &str) -> Result<Box<dyn Backend>, Error> {
 #[cfg(target_os = "linux")]
 struct NvBackend {
     name: String,
-    dev: egpu_nv::device::NvDevice,
-    buffers: HashMap<u64, egpu_nv::device::NvBuffer>,
+    dev: crate::device::NvDevice,
+    buffers: HashMap<u64, crate::device::NvBuffer>,
     next: u64,
 }
 
 #[cfg(target_os = "linux")]
 impl NvBackend {
-    fn buffer(&self, id: BufferId) -> Result<egpu_nv::device::NvBuffer, Error> {
+    fn buffer(&self, id: BufferId) -> Result<crate::device::NvBuffer, Error> {
         self.buffers.get(&id.0).copied().ok_or(Error::ForeignObject { operation: "buffer lookup" })
     }
 }
@@ -65,7 +72,7 @@ impl Backend for NvBackend {
             // 0 when the driver refused the FB query (sandboxes).
             memory_bytes: self.dev.memory_bytes().unwrap_or(0),
             compute_units: self.dev.sm_count(),
-            max_threads_per_block: egpu_nv::launch::MAX_THREADS_PER_BLOCK,
+            max_threads_per_block: crate::launch::MAX_THREADS_PER_BLOCK,
         }
     }
     fn alloc(&mut self, size: u64, kind: MemoryKind) -> Result<BufferId, Error> {
@@ -105,10 +112,10 @@ impl Backend for NvBackend {
     }
     fn kernel_info(&self, program: ProgramId, name: &str) -> Result<Option<KernelInfo>, Error> {
         Ok(self.dev.kernel(program.0, name).map(|k| KernelInfo {
-            name: k.name.clone(),
+            name: Arc::from(k.name.as_str()),
             params: k.params.iter().map(|p| ParamSlot { offset: p.offset, size: p.size }).collect(),
             param_bytes: k.param_bytes,
-            max_threads_per_block: egpu_nv::launch::max_threads_for(k),
+            max_threads_per_block: crate::launch::max_threads_for(k),
             static_shared_bytes: k.shared_bytes,
         }))
     }
@@ -134,10 +141,10 @@ impl Backend for NvBackend {
             .set_signal(signal.0 as u32, value)
             .map_err(|e| backend_err("set signal", &self.name, e))
     }
-    fn submit(&mut self, commands: &[Command]) -> Result<(), Error> {
-        use egpu_nv::device::NvCommand;
-        let mut out = Vec::with_capacity(commands.len());
-        for c in commands {
+    fn submit(&mut self, list: &CommandList, signal_offset: u64) -> Result<(), Error> {
+        use crate::device::NvCommand;
+        let mut out = Vec::with_capacity(list.commands.len());
+        for c in &list.commands {
             out.push(match c {
                 Command::Copy { src, src_offset, dst, dst_offset, len } => NvCommand::Copy {
                     src: self.buffer(*src)?.va + src_offset,
@@ -150,26 +157,16 @@ impl Backend for NvBackend {
                     grid: l.grid,
                     block: l.block,
                     dynamic_shared_bytes: l.dynamic_shared_bytes,
-                    args: &l.args,
+                    args: list.launch_args(l),
                 },
                 Command::Signal { signal, value } => {
-                    NvCommand::Signal { slot: signal.0 as u32, value: *value }
+                    NvCommand::Signal { slot: signal.0 as u32, value: value + signal_offset }
                 }
                 Command::Wait { signal, value } => {
-                    NvCommand::Wait { slot: signal.0 as u32, value: *value }
+                    NvCommand::Wait { slot: signal.0 as u32, value: value + signal_offset }
                 }
             });
         }
         self.dev.submit(&out).map_err(|e| backend_err("submit", &self.name, e))
-    }
-    fn wait_signal(
-        &mut self,
-        signal: SignalId,
-        value: u64,
-        deadline: Instant,
-    ) -> Result<(), Error> {
-        self.dev
-            .wait_signal(signal.0 as u32, value, deadline)
-            .map_err(|e| backend_err("wait", &self.name, e))
     }
 }
