@@ -7,6 +7,7 @@ mod error;
 mod gpu;
 mod info;
 mod list;
+mod share;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,8 @@ enum Command {
     },
     /// Bring up the emulated eGPU, show it and round-trip data through a BAR and the bridge SRAM.
     Demo(DemoArgs),
+    /// Serve a local device to other machines (they open it as remote:HOST:PORT).
+    Share(share::ShareArgs),
     /// Linux: print (or install) the udev rule that lets your user open the bridge.
     Setup(SetupArgs),
     /// Run a GGUF language model: stream its answer to PROMPT, then prompt and decode tokens/s.
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Bench { what: Some(BenchCommand::Link(args)), .. } => bench::run(&args),
         Command::Bench { what: None, gpu } => gpu::bench(&gpu),
         Command::Demo(args) => demo::run(&args.gpu),
+        Command::Share(args) => share::run(&args),
         Command::Setup(args) => setup(args.install),
         Command::Run(args) => egpu_llm::run(&args).map_err(CliError::from),
         Command::Firmware { what: FirmwareCommand::Check(args) } => {

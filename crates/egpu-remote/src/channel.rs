@@ -22,6 +22,15 @@ use crate::Key;
 const PATTERN_PSK: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
 const PATTERN_OPEN: &str = "Noise_NN_25519_ChaChaPoly_BLAKE2s";
 
+/// The Noise protocol name for a channel with or without a pre-shared key.
+pub fn pattern(with_key: bool) -> &'static str {
+    if with_key {
+        PATTERN_PSK
+    } else {
+        PATTERN_OPEN
+    }
+}
+
 /// Largest Noise message.
 const NOISE_MAX: usize = 65535;
 /// Poly1305 tag per frame.
@@ -139,8 +148,7 @@ fn noise_error(peer: &str, what: &str) -> impl FnOnce(snow::Error) -> RemoteErro
 }
 
 fn builder<'a>(key: Option<&'a Key>, prologue: &'a [u8]) -> Result<snow::Builder<'a>, RemoteError> {
-    let pattern = if key.is_some() { PATTERN_PSK } else { PATTERN_OPEN };
-    let params = pattern.parse().map_err(|e| RemoteError::Noise {
+    let params = pattern(key.is_some()).parse().map_err(|e| RemoteError::Noise {
         peer: String::new(),
         what: "Noise parameters".into(),
         reason: format!("{e:?}"),

@@ -71,6 +71,7 @@ pub struct RemoteLink {
     stats: RemoteStats,
     /// Set when the connection failed: the stream is out of step and every later call fails.
     broken: Option<String>,
+    authenticated: bool,
 }
 
 impl RemoteLink {
@@ -128,6 +129,7 @@ impl RemoteLink {
             header: Vec::with_capacity(64),
             stats,
             broken: None,
+            authenticated: config.key.is_some(),
         })
     }
 
@@ -139,6 +141,11 @@ impl RemoteLink {
     /// Whether an emulator is behind the served link.
     pub fn remote_is_emulated(&self) -> bool {
         self.hello.emulated
+    }
+
+    /// The Noise protocol of the channel (authenticated with a key, or only encrypted).
+    pub fn channel(&self) -> &'static str {
+        crate::channel::pattern(self.authenticated)
     }
 
     /// This end's socket address (what the server calls the holder).

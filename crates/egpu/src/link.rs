@@ -1,6 +1,7 @@
-//! Links by device name: open the bridge (real or emulated) behind a device name and reach
-//! the PCIe fabric through it. This is what `egpu info`, `egpu bench link` and `egpu demo`
-//! work on; vendor drivers get the same [`PcieLink`] when they open a device.
+//! Links by device name: open the bridge (real or emulated) or the remote link behind a device
+//! name and reach the PCIe fabric through it. This is what `egpu info`, `egpu bench link`,
+//! `egpu demo` and `egpu share` work on; vendor drivers get the same [`PcieLink`] when they
+//! open a device.
 
 use std::time::Duration;
 
@@ -40,16 +41,76 @@ pub struct BridgeInfo {
     pub speed: Option<String>,
 }
 
-/// An opened bridge: the link, and the emulator behind it when there is one.
+/// An opened link: a bridge (and the emulator behind it when there is one) or a remote link.
 pub struct OpenLink {
     name: DeviceName,
-    bridge: Asm2464<Box<dyn UsbTransport>>,
+    bridge: Opened,
     #[cfg(feature = "emu")]
     emulator: Option<egpu_emu::EmulatedBridge>,
     _lock: Option<BridgeLock>,
 }
 
-/// Open the bridge behind `name` (`usb:…`, or an emulated `emu:…`).
+/// The link an [`OpenLink`] holds.
+enum Opened {
+    Bridge(Asm2464<Box<dyn UsbTransport>>),
+    #[cfg(feature = "remote")]
+    Remote(egpu_remote::RemoteLink),
+}
+
+/// What crossed the link: USB transfers on a bridge, round trips on a remote link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// USB transfers (bridge) or round trips (remote link).
+    pub exchanges: u64,
+    /// Bytes sent (on a remote link: ciphertext and framing included).
+    pub bytes_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+}
+
+impl std::ops::Sub for Traffic {
+    type Output = Traffic;
+    fn sub(self, earlier: Traffic) -> Traffic {
+        Traffic {
+            exchanges: self.exchanges - earlier.exchanges,
+            bytes_out: self.bytes_out - earlier.bytes_out,
+            bytes_in: self.bytes_in - earlier.bytes_in,
+        }
+    }
+}
+
+/// What a remote link says about the device it reaches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteInfo {
+    /// The server's socket address.
+    pub server: std::net::SocketAddr,
+    /// The served link's kind ("usb-asm2464", "emulated").
+    pub kind: String,
+    /// Whether an emulator is behind the served link.
+    pub emulated: bool,
+    /// The Noise protocol the channel runs.
+    pub channel: &'static str,
+}
+
+/// Serving a local device to other machines (`egpu share`).
+#[cfg(feature = "remote")]
+pub mod share {
+    pub use egpu_remote::{Key, RemoteError, Server, ServerConfig, ServerHandle, KEY_ENV};
+
+    use super::OpenLink;
+    use crate::Error;
+
+    /// Serve `link` with `server` until the server is stopped.
+    pub fn serve(link: &mut OpenLink, server: Server) -> Result<(), Error> {
+        let device = link.name().to_string();
+        server.serve(link.link()).map_err(|e| Error::Link {
+            device,
+            source: super::LinkError::transport("serving the device")(e),
+        })
+    }
+}
+
+/// Open the link behind `name` (`usb:…`, an emulated `emu:…`, or `remote:HOST:PORT`).
 pub fn open(name: &DeviceName) -> Result<OpenLink, Error> {
     let unavailable = |why: String| Error::Unavailable { name: name.to_string(), why };
     let link_error = |source: LinkError| Error::Link { device: name.to_string(), source };
@@ -73,7 +134,12 @@ pub fn open(name: &DeviceName) -> Result<OpenLink, Error> {
             let transport: Box<dyn UsbTransport> = Box::new(emulator.transport());
             let bridge = Asm2464::open(transport, egpu_link::Asm2464Config::default())
                 .map_err(link_error)?;
-            Ok(OpenLink { name: name.clone(), bridge, emulator: Some(emulator), _lock: None })
+            Ok(OpenLink {
+                name: name.clone(),
+                bridge: Opened::Bridge(bridge),
+                emulator: Some(emulator),
+                _lock: None,
+            })
         }
         DeviceName::Usb { bus, ports } => {
             let usb_name = egpu_usb::discover::bridge_name(bus, ports);
@@ -85,14 +151,31 @@ pub fn open(name: &DeviceName) -> Result<OpenLink, Error> {
                 .map_err(link_error)?;
             Ok(OpenLink {
                 name: name.clone(),
-                bridge,
+                bridge: Opened::Bridge(bridge),
                 #[cfg(feature = "emu")]
                 emulator: None,
                 _lock: Some(lock),
             })
         }
+        #[cfg(feature = "remote")]
+        DeviceName::Remote { host, port } => {
+            let config = egpu_remote::ClientConfig::from_env()
+                .map_err(LinkError::transport("reading the remote link's settings"))
+                .map_err(link_error)?;
+            let remote = egpu_remote::RemoteLink::connect(host, *port, &config)
+                .map_err(LinkError::transport("connecting"))
+                .map_err(link_error)?;
+            Ok(OpenLink {
+                name: name.clone(),
+                bridge: Opened::Remote(remote),
+                #[cfg(feature = "emu")]
+                emulator: None,
+                _lock: None,
+            })
+        }
         other => Err(unavailable(format!(
-            "{} is not a link egpu can open yet (USB bridges and emulated devices are)",
+            "{} is not a link egpu can open yet (USB bridges, emulated devices and remote \
+             links are)",
             other
         ))),
     }
@@ -106,7 +189,71 @@ impl OpenLink {
 
     /// The link itself.
     pub fn link(&mut self) -> &mut dyn PcieLink {
-        &mut self.bridge
+        match &mut self.bridge {
+            Opened::Bridge(bridge) => bridge,
+            #[cfg(feature = "remote")]
+            Opened::Remote(remote) => remote,
+        }
+    }
+
+    /// The remote link's view of the device it reaches; `None` for a local link.
+    pub fn remote_info(&self) -> Option<RemoteInfo> {
+        match &self.bridge {
+            Opened::Bridge(_) => None,
+            #[cfg(feature = "remote")]
+            Opened::Remote(remote) => Some(RemoteInfo {
+                server: remote.server_addr(),
+                kind: remote.remote_kind().to_string(),
+                emulated: remote.remote_is_emulated(),
+                channel: remote.channel(),
+            }),
+        }
+    }
+
+    /// Whether the emulated GPU's copy engine is behind the link (here or at a remote server),
+    /// so measurements can make the device release GPU-visible memory reads.
+    pub fn has_emulated_gpu(&self) -> bool {
+        self.is_emulated() || self.remote_info().is_some_and(|info| info.emulated)
+    }
+
+    /// What crossed the link so far: USB transfers or round trips, and bytes.
+    pub fn traffic(&self) -> Traffic {
+        match &self.bridge {
+            Opened::Bridge(bridge) => {
+                let stats = bridge.stats();
+                Traffic {
+                    exchanges: stats.transfers(),
+                    bytes_out: stats.bytes_out,
+                    bytes_in: stats.bytes_in,
+                }
+            }
+            #[cfg(feature = "remote")]
+            Opened::Remote(remote) => {
+                let stats = remote.stats();
+                Traffic {
+                    exchanges: stats.round_trips,
+                    bytes_out: stats.wire.bytes_out,
+                    bytes_in: stats.wire.bytes_in,
+                }
+            }
+        }
+    }
+
+    /// What [`Traffic::exchanges`] counts on this link, as a column heading.
+    pub fn exchange_unit(&self) -> &'static str {
+        match &self.bridge {
+            Opened::Bridge(_) => "USB xfers",
+            #[cfg(feature = "remote")]
+            Opened::Remote(_) => "round trips",
+        }
+    }
+
+    fn bridge(&mut self, op: &str) -> Result<&mut Asm2464<Box<dyn UsbTransport>>, LinkError> {
+        match &mut self.bridge {
+            Opened::Bridge(bridge) => Ok(bridge),
+            #[cfg(feature = "remote")]
+            Opened::Remote(_) => Err(LinkError::Unsupported { op: op.into(), link: "remote" }),
+        }
     }
 
     /// Whether an emulator is behind the link (zero-latency transport, device time counted).
@@ -117,9 +264,25 @@ impl OpenLink {
         false
     }
 
-    /// The bridge's USB identity.
+    /// The bridge's USB identity (for a remote link: its name, and what it serves as the
+    /// product).
     pub fn bridge_info(&self) -> BridgeInfo {
-        let info = self.bridge.info();
+        let bridge = match &self.bridge {
+            Opened::Bridge(bridge) => bridge,
+            #[cfg(feature = "remote")]
+            Opened::Remote(remote) => {
+                return BridgeInfo {
+                    name: self.name.to_string(),
+                    vendor_id: 0,
+                    product_id: 0,
+                    manufacturer: None,
+                    product: Some(format!("egpu share, serving {}", remote.remote_kind())),
+                    serial: None,
+                    speed: None,
+                }
+            }
+        };
+        let info = bridge.info();
         BridgeInfo {
             name: info.name.clone(),
             vendor_id: info.vendor_id,
@@ -133,7 +296,7 @@ impl OpenLink {
 
     /// The PCIe LTSSM state the bridge reports (0x78 = L0, link up).
     pub fn ltssm(&mut self) -> Result<u8, LinkError> {
-        self.bridge.ltssm()
+        self.bridge("the LTSSM state")?.ltssm()
     }
 
     /// Whether an LTSSM value means the link is up.
@@ -143,22 +306,31 @@ impl OpenLink {
 
     /// The bridge's power monitor: (millivolts, milliamps).
     pub fn power_monitor(&mut self) -> Result<(u16, i16), LinkError> {
-        self.bridge.power_monitor()
+        self.bridge("the power monitor")?.power_monitor()
     }
 
-    /// USB transfers and bytes so far.
+    /// USB transfers and bytes so far (zero on a remote link: see [`OpenLink::traffic`]).
     pub fn stats(&self) -> LinkStats {
-        self.bridge.stats()
+        match &self.bridge {
+            Opened::Bridge(bridge) => bridge.stats(),
+            #[cfg(feature = "remote")]
+            Opened::Remote(_) => LinkStats::default(),
+        }
     }
 
-    /// Bytes per bulk transfer of a streaming read (what one read call moves at most).
+    /// Bytes per bulk transfer of a streaming read (what one read call moves at most; on a
+    /// remote link, what one read request asks for).
     pub fn stream_chunk(&self) -> usize {
-        self.bridge.config().stream_chunk
+        match &self.bridge {
+            Opened::Bridge(bridge) => bridge.config().stream_chunk,
+            #[cfg(feature = "remote")]
+            Opened::Remote(_) => egpu_remote::wire::MAX_READ,
+        }
     }
 
     /// Walk and set up the PCIe fabric behind the bridge.
     pub fn bring_up(&mut self) -> Result<Topology, LinkError> {
-        fabric::bring_up(&mut self.bridge, &FabricOptions::default())
+        fabric::bring_up(self.link(), &FabricOptions::default())
     }
 
     /// Start counting the emulator's own time afresh (no-op on real hardware).
