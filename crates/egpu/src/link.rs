@@ -248,6 +248,7 @@ impl OpenLink {
         }
     }
 
+    #[cfg_attr(not(feature = "remote"), allow(unused_variables))]
     fn bridge(&mut self, op: &str) -> Result<&mut Asm2464<Box<dyn UsbTransport>>, LinkError> {
         match &mut self.bridge {
             Opened::Bridge(bridge) => Ok(bridge),
@@ -266,6 +267,7 @@ impl OpenLink {
 
     /// The bridge's USB identity (for a remote link: its name, and what it serves as the
     /// product).
+    #[cfg_attr(not(feature = "remote"), allow(clippy::infallible_destructuring_match))]
     pub fn bridge_info(&self) -> BridgeInfo {
         let bridge = match &self.bridge {
             Opened::Bridge(bridge) => bridge,
