@@ -65,7 +65,8 @@ fn remote(name: &'static str, mut local: Target) -> Target {
     let mut link = local.link;
     std::thread::spawn(move || server.serve(link.as_mut()));
     let client = egpu_remote::ClientConfig::default();
-    local.link = Box::new(egpu_remote::RemoteLink::connect("127.0.0.1", addr.port(), &client).unwrap());
+    local.link =
+        Box::new(egpu_remote::RemoteLink::connect("127.0.0.1", addr.port(), &client).unwrap());
     local.name = name;
     local
 }
