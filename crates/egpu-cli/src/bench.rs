@@ -106,7 +106,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let read_call = bridge.stream_chunk();
     rows.push(measure(
         &mut bridge,
-        "streaming read (F0 mode 2), 1 MiB per call",
+        &format!("streaming read (F0 mode 2), {} per call", format_size(read_call as u64)),
         1,
         size as u64,
         |b| {
