@@ -52,6 +52,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let s = start.elapsed().as_secs_f64();
     assert_eq!(back, data);
     println!("streaming read         {:8.0} MB/s (256 MiB, 1 round trip)", len as f64 / s / 1e6);
+    // The same through the in-process link directly: what the emulator itself costs.
+    let mut direct = fabric.link();
+    let start = Instant::now();
+    direct.mem_write_bytes(vram, data.clone())?;
+    let w = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let back = direct.mem_read(vram, len)?;
+    let r = start.elapsed().as_secs_f64();
+    assert_eq!(back, data);
+    println!(
+        "in-process, no remote  {:8.0} MB/s write, {:.0} MB/s read (the emulator's own cost)",
+        len as f64 / w / 1e6,
+        len as f64 / r / 1e6
+    );
     let stats = link.stats();
     println!(
         "socket bytes out/in    {} / {} ({} round trips in all)",

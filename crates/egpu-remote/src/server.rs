@@ -33,7 +33,7 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// A client that sends nothing this long is dropped and the device released.
     pub idle_timeout: Duration,
-    /// Deadline of every write to a client and of the rest of a message once it started.
+    /// Deadline of every write to a client.
     pub io_timeout: Duration,
     /// Connections in their handshake at once; more are closed at once.
     pub max_handshakes: usize,
