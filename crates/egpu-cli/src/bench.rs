@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use egpu::link::{format_size, BarMmio, EmulatedCopyEngine, LinkError, LinkStats, OpenLink};
+use egpu::link::{format_size, BarMmio, EmulatedCopyEngine, LinkError, OpenLink, Traffic};
 
 use crate::demo::{largest_prefetchable, mmio_bar, pattern};
 use crate::device::{self, DeviceArgs};
@@ -35,7 +35,7 @@ struct Row {
     name: String,
     ops: u64,
     bytes: u64,
-    stats: LinkStats,
+    stats: Traffic,
     wall: Duration,
     host_cpu: Option<Duration>,
 }
@@ -56,10 +56,20 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     })?;
     let size = (args.size_mib << 20).min(vram.size as usize);
     let ops = args.ops.max(1);
+    let remote = bridge.remote_info();
+    let what = match &remote {
+        Some(remote) => format!(
+            "remote link to {}{}, {}",
+            remote.kind,
+            if remote.emulated { " (emulated)" } else { "" },
+            remote.channel
+        ),
+        None if bridge.is_emulated() => "emulated, zero-latency transport".into(),
+        None => "real hardware".into(),
+    };
     println!(
-        "link benchmark on {} ({}), GPU {} at {}; {} per streaming run",
+        "link benchmark on {} ({what}), GPU {} at {}; {} per streaming run",
         bridge.name(),
-        if bridge.is_emulated() { "emulated, zero-latency transport" } else { "real hardware" },
         gpu.name(),
         gpu.bdf,
         format_size(size as u64)
@@ -106,7 +116,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let read_call = bridge.stream_chunk();
     rows.push(measure(
         &mut bridge,
-        "streaming read (F0 mode 2), 1 MiB per call",
+        &format!("streaming read (F0 mode 2), {} per call", format_size(read_call as u64)),
         1,
         size as u64,
         |b| {
@@ -141,7 +151,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         },
     )?);
 
-    if bridge.is_emulated() {
+    if bridge.has_emulated_gpu() {
         let mmio =
             mmio_bar(&gpu).ok_or_else(|| CliError::Usage("the GPU has no MMIO BAR".into()))?;
         let engine = EmulatedCopyEngine { mmio };
@@ -166,7 +176,13 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         println!("(SRAM DMA read skipped: the GPU must release it, which needs the GPU driver's copy engine)");
     }
 
-    print_rows(&rows);
+    if remote.is_some() {
+        // The USB transfer names in brackets do not apply to a remote link.
+        for row in &mut rows {
+            row.name = remote_label(&row.name);
+        }
+    }
+    print_rows(&rows, bridge.exchange_unit(), remote.is_some());
     Ok(())
 }
 
@@ -178,12 +194,12 @@ fn measure(
     body: impl FnOnce(&mut OpenLink) -> Result<(), LinkError>,
 ) -> Result<Row, CliError> {
     bridge.reset_device_time();
-    let before = bridge.stats();
+    let before = bridge.traffic();
     let cpu_before = process_cpu_time();
     let start = Instant::now();
     body(bridge)?;
     let wall = start.elapsed();
-    let stats = bridge.stats() - before;
+    let stats = bridge.traffic() - before;
     let host_cpu = match bridge.device_time() {
         // Single-threaded emulation: every moment not spent in the emulator is host work.
         Some(device_time) => Some(wall.saturating_sub(device_time)),
@@ -195,17 +211,33 @@ fn measure(
     Ok(Row { name: name.to_string(), ops, bytes, stats, wall, host_cpu })
 }
 
-fn print_rows(rows: &[Row]) {
+/// An operation's name without the USB transfers it is made of.
+fn remote_label(name: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0usize;
+    for c in name.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace(" ,", ",").replace("SRAM DMA", "GPU-visible memory").trim().to_string()
+}
+
+fn print_rows(rows: &[Row], unit: &str, remote: bool) {
+    let per_op_unit = if remote { "round trips" } else { "USB transfers" };
     println!(
         "\n{:<52} {:>9} {:>12} {:>12} {:>11} {:>13}",
-        "operation", "ops", "USB xfers", "wire bytes", "wall", "host CPU"
+        "operation", "ops", unit, "wire bytes", "wall", "host CPU"
     );
     for row in rows {
         println!(
             "{:<52} {:>9} {:>12} {:>12} {:>11} {:>13}",
             row.name,
             row.ops,
-            row.stats.transfers(),
+            row.stats.exchanges,
             row.stats.bytes_out + row.stats.bytes_in,
             format!("{:.1} ms", row.wall.as_secs_f64() * 1e3),
             row.host_cpu
@@ -218,16 +250,16 @@ fn print_rows(rows: &[Row]) {
         if row.bytes == 0 {
             let per_op = row.wall.as_secs_f64() * 1e6 / row.ops as f64;
             println!(
-                "{:<52} {:.2} USB transfers/op, {:.2} µs/op wall",
+                "{:<52} {:.2} {per_op_unit}/op, {:.2} µs/op wall",
                 row.name,
-                row.stats.transfers() as f64 / row.ops as f64,
+                row.stats.exchanges as f64 / row.ops as f64,
                 per_op
             );
             continue;
         }
         let gib = row.bytes as f64 / (1u64 << 30) as f64;
-        let per_256k = row.stats.transfers() as f64 * f64::from(256u32 << 10) / row.bytes as f64;
-        let mut line = format!("{:<52} {:.2} USB transfers per 256 KiB", row.name, per_256k);
+        let per_256k = row.stats.exchanges as f64 * f64::from(256u32 << 10) / row.bytes as f64;
+        let mut line = format!("{:<52} {:.2} {per_op_unit} per 256 KiB", row.name, per_256k);
         if let Some(cpu) = row.host_cpu {
             let per_gib = cpu.as_secs_f64() / gib;
             line += &format!(

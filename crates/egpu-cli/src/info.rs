@@ -13,6 +13,9 @@ pub fn run(args: &DeviceArgs) -> Result<(), CliError> {
         return gpu_info(&target);
     }
     let mut bridge = device::open(&target)?;
+    if bridge.remote_info().is_some() {
+        return remote_info(&target, bridge);
+    }
     let Some(info) = bridge.bridge_info() else {
         let topology = bridge.bring_up()?;
         println!("{} through the {} link:", target, bridge.link().kind());
@@ -47,6 +50,22 @@ pub fn run(args: &DeviceArgs) -> Result<(), CliError> {
     match topology.gpu() {
         Some(gpu) => println!("\nGPU at {}: {}", gpu.bdf, gpu.name()),
         None => println!("\nno GPU found behind the bridge"),
+    }
+    Ok(())
+}
+
+/// A device served by `egpu share`: the server, the channel and the topology behind it.
+fn remote_info(target: &DeviceName, mut link: OpenLink) -> Result<(), CliError> {
+    if let Some(remote) = link.remote_info() {
+        println!("remote      {target} at {} ({})", remote.server, remote.channel);
+        println!("serving     {}{}", remote.kind, if remote.emulated { " (emulated)" } else { "" });
+    }
+    let topology = link.bring_up()?;
+    println!("\nPCIe topology behind the remote link:");
+    print!("{topology}");
+    match topology.gpu() {
+        Some(gpu) => println!("\nGPU at {}: {}", gpu.bdf, gpu.name()),
+        None => println!("\nno GPU found behind the remote link"),
     }
     Ok(())
 }

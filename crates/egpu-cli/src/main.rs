@@ -12,6 +12,7 @@ mod gpu;
 mod info;
 mod list;
 mod serve;
+mod share;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ enum Command {
     },
     /// Bring up the emulated eGPU, show it and round-trip data through a BAR and the bridge SRAM.
     Demo(DemoArgs),
+    /// Serve a local device to other machines (they open it as remote:HOST:PORT).
+    Share(share::ShareArgs),
     /// Linux: print (or install) the udev rule that lets your user open the bridge.
     Setup(SetupArgs),
     /// Run a GGUF language model: answer PROMPT, or chat interactively without one.
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
         Command::Bench { what: Some(BenchCommand::Link(args)), .. } => bench::run(&args),
         Command::Bench { what: None, gpu } => gpu::bench(&gpu),
         Command::Demo(args) => demo::run(&args.gpu),
+        Command::Share(args) => share::run(&args),
         Command::Setup(args) => setup(args.install),
         Command::Run(args) => chat::run(&args),
         Command::Serve(args) => serve::run(&args),

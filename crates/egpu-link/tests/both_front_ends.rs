@@ -56,9 +56,25 @@ fn in_process(gpu: GpuKind) -> Target {
     }
 }
 
-/// Run `test` against both front-ends with `gpu` in the slot.
+/// `local` served by `egpu share`'s server in a thread on 127.0.0.1, reached through the remote
+/// link (egpu-remote): the same tests, through the encrypted TCP protocol.
+fn remote(name: &'static str, mut local: Target) -> Target {
+    let config = egpu_remote::ServerConfig::default();
+    let server = egpu_remote::Server::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let addr = server.local_addr();
+    let mut link = local.link;
+    std::thread::spawn(move || server.serve(link.as_mut()));
+    let client = egpu_remote::ClientConfig::default();
+    local.link =
+        Box::new(egpu_remote::RemoteLink::connect("127.0.0.1", addr.port(), &client).unwrap());
+    local.name = name;
+    local
+}
+
+/// Run `test` against both front-ends with `gpu` in the slot, and through the remote link.
 fn each_front_end(gpu: GpuKind, test: impl Fn(&mut Target)) {
-    for mut target in [usb(gpu), in_process(gpu)] {
+    let remotes = [remote("remote(in-process)", in_process(gpu)), remote("remote(usb)", usb(gpu))];
+    for mut target in [usb(gpu), in_process(gpu)].into_iter().chain(remotes) {
         test(&mut target);
     }
 }

@@ -1,6 +1,7 @@
-//! Links by device name: open the bridge (real or emulated) behind a device name and reach
-//! the PCIe fabric through it. This is what `egpu info`, `egpu bench link` and `egpu demo`
-//! work on; vendor drivers get the same [`PcieLink`] when they open a device.
+//! Links by device name: open the bridge (real or emulated) or the remote link behind a device
+//! name and reach the PCIe fabric through it. This is what `egpu info`, `egpu bench link`,
+//! `egpu demo` and `egpu share` work on; vendor drivers get the same [`PcieLink`] when they
+//! open a device.
 
 use std::time::Duration;
 
@@ -60,6 +61,61 @@ enum Reach {
     Pci(Box<egpu_link::pci::SysfsPciLink>),
     #[cfg(unix)]
     TinyGpu(Box<egpu_link::tinygpu::TinyGpuLink>),
+    #[cfg(feature = "remote")]
+    Remote(Box<egpu_remote::RemoteLink>),
+}
+
+/// What crossed the link: USB transfers on a bridge, round trips on a remote link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// USB transfers (bridge) or round trips (remote link).
+    pub exchanges: u64,
+    /// Bytes sent (on a remote link: ciphertext and framing included).
+    pub bytes_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+}
+
+impl std::ops::Sub for Traffic {
+    type Output = Traffic;
+    fn sub(self, earlier: Traffic) -> Traffic {
+        Traffic {
+            exchanges: self.exchanges - earlier.exchanges,
+            bytes_out: self.bytes_out - earlier.bytes_out,
+            bytes_in: self.bytes_in - earlier.bytes_in,
+        }
+    }
+}
+
+/// What a remote link says about the device it reaches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteInfo {
+    /// The server's socket address.
+    pub server: std::net::SocketAddr,
+    /// The served link's kind ("usb-asm2464", "emulated").
+    pub kind: String,
+    /// Whether an emulator is behind the served link.
+    pub emulated: bool,
+    /// The Noise protocol the channel runs.
+    pub channel: &'static str,
+}
+
+/// Serving a local device to other machines (`egpu share`).
+#[cfg(feature = "remote")]
+pub mod share {
+    pub use egpu_remote::{Key, RemoteError, Server, ServerConfig, ServerHandle, KEY_ENV};
+
+    use super::OpenLink;
+    use crate::Error;
+
+    /// Serve `link` with `server` until the server is stopped.
+    pub fn serve(link: &mut OpenLink, server: Server) -> Result<(), Error> {
+        let device = link.name().to_string();
+        server.serve(link.link()).map_err(|e| Error::Link {
+            device,
+            source: super::LinkError::transport("serving the device")(e),
+        })
+    }
 }
 
 /// Open the bridge behind `name` (`usb:…`, or an emulated `emu:…`).
@@ -130,8 +186,19 @@ pub fn open(name: &DeviceName) -> Result<OpenLink, Error> {
         DeviceName::TinyGpu(_) => Err(unavailable(
             "TinyGPU is a macOS link (the TinyGPU app's Unix-socket server)".into(),
         )),
+        #[cfg(feature = "remote")]
+        DeviceName::Remote { host, port } => {
+            let config = egpu_remote::ClientConfig::from_env()
+                .map_err(LinkError::transport("reading the remote link's settings"))
+                .map_err(link_error)?;
+            let remote = egpu_remote::RemoteLink::connect(host, *port, &config)
+                .map_err(LinkError::transport("connecting"))
+                .map_err(link_error)?;
+            Ok(OpenLink { name: name.clone(), reach: Reach::Remote(Box::new(remote)) })
+        }
         other => Err(unavailable(format!(
-            "{} is not a link egpu can open yet (USB bridges, Linux PCIe, TinyGPU and emulated devices are)",
+            "{} is not a link egpu can open yet (USB bridges, Linux PCIe, TinyGPU, remote and \
+             emulated devices are)",
             other
         ))),
     }
@@ -151,18 +218,26 @@ impl OpenLink {
             Reach::Pci(link) => link.as_mut(),
             #[cfg(unix)]
             Reach::TinyGpu(link) => link.as_mut(),
+            #[cfg(feature = "remote")]
+            Reach::Remote(link) => link.as_mut(),
+        }
+    }
+
+    /// The USB bridge, when this link is one.
+    fn usb_bridge(&self) -> Option<&Asm2464<Box<dyn UsbTransport>>> {
+        match &self.reach {
+            Reach::Bridge { bridge, .. } => Some(bridge),
+            #[allow(unreachable_patterns)]
+            _ => None,
         }
     }
 
     fn bridge(&mut self, op: &str) -> Result<&mut Asm2464<Box<dyn UsbTransport>>, LinkError> {
+        let kind = self.link().kind();
         match &mut self.reach {
             Reach::Bridge { bridge, .. } => Ok(bridge),
-            #[cfg(target_os = "linux")]
-            Reach::Pci(link) => Err(LinkError::Unsupported { op: op.into(), link: link.kind() }),
-            #[cfg(unix)]
-            Reach::TinyGpu(link) => {
-                Err(LinkError::Unsupported { op: op.into(), link: link.kind() })
-            }
+            #[allow(unreachable_patterns)]
+            _ => Err(LinkError::Unsupported { op: op.into(), link: kind }),
         }
     }
 
@@ -170,10 +245,8 @@ impl OpenLink {
     fn emulator(&self) -> Option<&egpu_emu::EmulatedBridge> {
         match &self.reach {
             Reach::Bridge { emulator, .. } => emulator.as_ref(),
-            #[cfg(target_os = "linux")]
-            Reach::Pci(_) => None,
-            #[cfg(unix)]
-            Reach::TinyGpu(_) => None,
+            #[allow(unreachable_patterns)]
+            _ => None,
         }
     }
 
@@ -185,10 +258,66 @@ impl OpenLink {
         false
     }
 
+    /// The remote link's view of the device it reaches; `None` for a local link.
+    pub fn remote_info(&self) -> Option<RemoteInfo> {
+        match &self.reach {
+            #[cfg(feature = "remote")]
+            Reach::Remote(remote) => Some(RemoteInfo {
+                server: remote.server_addr(),
+                kind: remote.remote_kind().to_string(),
+                emulated: remote.remote_is_emulated(),
+                channel: remote.channel(),
+            }),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// Whether the emulated GPU's copy engine is behind the link (here or at a remote server),
+    /// so measurements can make the device release GPU-visible memory reads.
+    pub fn has_emulated_gpu(&self) -> bool {
+        self.is_emulated() || self.remote_info().is_some_and(|info| info.emulated)
+    }
+
+    /// What crossed the link so far: USB transfers or round trips, and bytes.
+    pub fn traffic(&self) -> Traffic {
+        match &self.reach {
+            Reach::Bridge { bridge, .. } => {
+                let stats = bridge.stats();
+                Traffic {
+                    exchanges: stats.transfers(),
+                    bytes_out: stats.bytes_out,
+                    bytes_in: stats.bytes_in,
+                }
+            }
+            #[cfg(feature = "remote")]
+            Reach::Remote(remote) => {
+                let stats = remote.stats();
+                Traffic {
+                    exchanges: stats.round_trips,
+                    bytes_out: stats.wire.bytes_out,
+                    bytes_in: stats.wire.bytes_in,
+                }
+            }
+            #[allow(unreachable_patterns)]
+            _ => Traffic::default(),
+        }
+    }
+
+    /// What [`Traffic::exchanges`] counts on this link, as a column heading.
+    pub fn exchange_unit(&self) -> &'static str {
+        match &self.reach {
+            Reach::Bridge { .. } => "USB xfers",
+            #[cfg(feature = "remote")]
+            Reach::Remote(_) => "round trips",
+            #[allow(unreachable_patterns)]
+            _ => "exchanges",
+        }
+    }
+
     /// The bridge's USB identity; `None` on links without a bridge.
     pub fn bridge_info(&self) -> Option<BridgeInfo> {
-        let Reach::Bridge { bridge, .. } = &self.reach else { return None };
-        let info = bridge.info();
+        let info = self.usb_bridge()?.info();
         Some(BridgeInfo {
             name: info.name.clone(),
             vendor_id: info.vendor_id,
@@ -215,15 +344,9 @@ impl OpenLink {
         self.bridge("reading the bridge's power monitor")?.power_monitor()
     }
 
-    /// USB transfers and bytes so far (zero on links without USB).
+    /// USB transfers and bytes so far (zero on links without USB; see [`OpenLink::traffic`]).
     pub fn stats(&self) -> LinkStats {
-        match &self.reach {
-            Reach::Bridge { bridge, .. } => bridge.stats(),
-            #[cfg(target_os = "linux")]
-            Reach::Pci(_) => LinkStats::default(),
-            #[cfg(unix)]
-            Reach::TinyGpu(_) => LinkStats::default(),
-        }
+        self.usb_bridge().map(Asm2464::stats).unwrap_or_default()
     }
 
     /// Bytes one streaming read call moves at most on this link.
@@ -234,20 +357,20 @@ impl OpenLink {
             Reach::Pci(_) => 1 << 20,
             #[cfg(unix)]
             Reach::TinyGpu(_) => egpu_link::tinygpu::wire::MAX_MMIO_TRANSFER,
+            #[cfg(feature = "remote")]
+            Reach::Remote(_) => egpu_remote::wire::MAX_READ,
         }
     }
 
     /// Walk and set up the PCIe fabric behind the link (on Linux PCIe the kernel did that, on
-    /// TinyGPU macOS did: the function as it is).
+    /// TinyGPU macOS did: the function as it is; a remote link walks the far fabric).
     pub fn bring_up(&mut self) -> Result<Topology, LinkError> {
         match &mut self.reach {
-            Reach::Bridge { bridge, .. } => {
-                fabric::bring_up(bridge.as_mut(), &FabricOptions::default())
-            }
             #[cfg(target_os = "linux")]
             Reach::Pci(link) => Ok(link.topology()),
             #[cfg(unix)]
             Reach::TinyGpu(link) => Ok(link.topology()),
+            _ => fabric::bring_up(self.link(), &FabricOptions::default()),
         }
     }
 
