@@ -43,7 +43,11 @@ pub fn build(kernel: &str, arch: &str) -> PathBuf {
     if newer(&out, &src) && newer(&out, &header) {
         return out;
     }
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    // Tests of one binary run on several threads and may build the same kernel at once: each
+    // build writes its own file and renames it into place (the last one wins, all are equal).
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let build = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = out.with_extension(format!("tmp{}-{build}", std::process::id()));
     let st = Command::new("clang-19")
         .args(["-x", "hip", "--cuda-device-only", "-nogpulib", "-nogpuinc"])
         .arg(format!("--offload-arch={arch}"))
