@@ -575,3 +575,37 @@ fn a_tinygpu_server_dying_mid_transfer_is_a_typed_error_not_a_hang() {
     let error = TinyGpuLink::connect(server.path(), 0, tinygpu_options()).err().unwrap();
     assert!(matches!(tinygpu_error(&error), TinyGpuError::Connect { .. }), "{error}");
 }
+
+// ---- counters ---------------------------------------------------------------------------------
+
+/// Every front-end counts its messages the same way (`egpu bench link` compares them): a read
+/// is one round trip, a posted write none until something waits for it, and the writes are
+/// all sent by the flush.
+#[test]
+fn each_link_counts_one_round_trip_per_read_and_none_per_posted_write() {
+    each_front_end(GpuKind::Navi31, |t| {
+        let topology = bring_up(t, &FabricOptions::default());
+        let gpu = topology.gpu().unwrap().bdf;
+        let vram = region(&topology, 0);
+        let link = t.link.as_mut();
+        let counted = |link: &dyn PcieLink| link.counters().unwrap_or_else(|| panic!("{}", t.name));
+        let start = counted(link);
+        link.config_read32(gpu, 0).unwrap();
+        assert_eq!((counted(link) - start).round_trips, 1, "{}: config read", t.name);
+        let start = counted(link);
+        link.mem_read32(vram.address).unwrap();
+        let read = counted(link) - start;
+        assert_eq!(read.round_trips, 1, "{}: dword read", t.name);
+        assert!(read.bytes_in >= 4, "{}: {read:?}", t.name);
+        let start = counted(link);
+        for i in 0..10 {
+            link.mem_write(vram.address + 4 * i, 4, 7).unwrap();
+        }
+        assert_eq!((counted(link) - start).round_trips, 0, "{}: posted writes", t.name);
+        link.flush().unwrap();
+        let writes = counted(link) - start;
+        assert!(writes.requests >= 10 && writes.bytes_out >= 40, "{}: {writes:?}", t.name);
+        assert!(writes.round_trips <= 1, "{}: the flush waits once at most", t.name);
+        assert_eq!(t.device.vram(36, 4), 7u32.to_le_bytes(), "{}", t.name);
+    });
+}

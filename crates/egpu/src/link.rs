@@ -13,7 +13,8 @@ use egpu_usb::UsbTransport;
 #[cfg(feature = "emu")]
 pub use crate::emulated_copy::{EmulatedCopyEngine, Place};
 pub use egpu_hal::{
-    BarMmio, BarRegion, Bdf, DmaInfo, DmaRegion, DmaRelease, LinkError, PcieLink, PendingDmaRead,
+    BarMmio, BarRegion, Bdf, DmaInfo, DmaRegion, DmaRelease, LinkCounters, LinkError, PcieLink,
+    PendingDmaRead,
 };
 pub use egpu_link::asm2464::wire::{PCIE_CQ_PAGE, PCIE_SRAM_BASE, SRAM_SLOT_SIZE};
 pub use egpu_link::pcie::fabric::{format_size, Bar, BarKind, Function, Topology};
@@ -224,6 +225,23 @@ impl OpenLink {
             #[cfg(unix)]
             Reach::TinyGpu(_) => LinkStats::default(),
         }
+    }
+
+    /// Requests and round trips so far, counted alike on every link that has messages;
+    /// `None` where accesses are loads and stores into mapped BARs (Linux PCIe).
+    pub fn counters(&self) -> Option<LinkCounters> {
+        match &self.reach {
+            Reach::Bridge { bridge, .. } => bridge.counters(),
+            #[cfg(target_os = "linux")]
+            Reach::Pci(link) => link.counters(),
+            #[cfg(unix)]
+            Reach::TinyGpu(link) => link.counters(),
+        }
+    }
+
+    /// Whether the link is the USB bridge (the only one with USB transfers to show).
+    pub fn is_usb(&self) -> bool {
+        matches!(self.reach, Reach::Bridge { .. })
     }
 
     /// Bytes one streaming read call moves at most on this link.

@@ -761,6 +761,16 @@ impl PcieLink for TinyGpuLink {
         "tinygpu"
     }
 
+    /// Socket requests and the replies awaited (posted MMIO_WRITEs have none).
+    fn counters(&self) -> Option<egpu_hal::LinkCounters> {
+        Some(egpu_hal::LinkCounters {
+            requests: self.stats.requests,
+            round_trips: self.stats.round_trips,
+            bytes_out: self.stats.bytes_sent,
+            bytes_in: self.stats.bytes_received,
+        })
+    }
+
     fn config_read(&mut self, bdf: Bdf, offset: u16, size: u8) -> Result<u32, LinkError> {
         self.check_config("config read", bdf, offset, size)?;
         self.cfg_read(offset, size).map_err(transport(format!("config read at {offset:#x}")))
