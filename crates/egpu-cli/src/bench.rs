@@ -1,12 +1,15 @@
-//! `egpu bench link DEVICE`: what each link operation costs — USB transfers, bytes on the
-//! wire, wall time and the host's own CPU time. On the emulated bridge the transport has no
+//! `egpu bench link DEVICE`: what each link operation costs — round trips (on every link that
+//! has messages), USB transfers and bytes on the wire (on the USB bridge), wall time and the
+//! host's own CPU time. On the emulated bridge the transport has no
 //! latency, and the time spent inside the emulator (the "device") is measured and subtracted,
 //! so what remains is the cost of our protocol stack on the host.
 
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use egpu::link::{format_size, BarMmio, EmulatedCopyEngine, LinkError, OpenLink, Traffic};
+use egpu::link::{
+    format_size, BarMmio, EmulatedCopyEngine, LinkCounters, LinkError, LinkStats, OpenLink,
+};
 
 use crate::demo::{largest_prefetchable, mmio_bar, pattern};
 use crate::device::{self, DeviceArgs};
@@ -35,7 +38,9 @@ struct Row {
     name: String,
     ops: u64,
     bytes: u64,
-    stats: Traffic,
+    stats: LinkStats,
+    /// `None` on a link that counts nothing (mapped BARs).
+    counters: Option<LinkCounters>,
     wall: Duration,
     host_cpu: Option<Duration>,
 }
@@ -56,8 +61,11 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     })?;
     let size = (args.size_mib << 20).min(vram.size as usize);
     let ops = args.ops.max(1);
-    let remote = bridge.remote_info();
-    let what = match &remote {
+    // The USB bridge's rows name the transfers each operation takes; other links get plain
+    // names.
+    let usb = bridge.is_usb();
+    let label = |usb_name: &str, plain: &str| if usb { usb_name } else { plain }.to_string();
+    let what = match bridge.remote_info() {
         Some(remote) => format!(
             "remote link to {}{}, {}",
             remote.kind,
@@ -76,30 +84,43 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     );
     let mut rows = Vec::new();
 
-    rows.push(measure(&mut bridge, "config read (F0 CfgRd + F0 IN)", ops as u64, 0, |b| {
-        for _ in 0..ops {
-            b.link().config_read32(gpu.bdf, 0)?;
-        }
-        Ok(())
-    })?);
-    rows.push(measure(&mut bridge, "checked dword read (F0 MRd + F0 IN)", ops as u64, 0, |b| {
+    rows.push(measure(
+        &mut bridge,
+        &label("config read (F0 CfgRd + F0 IN)", "config read"),
+        ops as u64,
+        0,
+        |b| {
+            for _ in 0..ops {
+                b.link().config_read32(gpu.bdf, 0)?;
+            }
+            Ok(())
+        },
+    )?);
+    let name = label("checked dword read (F0 MRd + F0 IN)", "checked dword read");
+    rows.push(measure(&mut bridge, &name, ops as u64, 0, |b| {
         for i in 0..ops {
             b.link().mem_read32(vram.address + 4 * i as u64)?;
         }
         Ok(())
     })?);
-    rows.push(measure(&mut bridge, "posted dword write (F0 MWr)", ops as u64, 0, |b| {
-        for i in 0..ops {
-            b.link().mem_write(vram.address + 4 * i as u64, 4, i as u32)?;
-        }
-        b.link().flush()
-    })?);
+    rows.push(measure(
+        &mut bridge,
+        &label("posted dword write (F0 MWr)", "posted dword write"),
+        ops as u64,
+        0,
+        |b| {
+            for i in 0..ops {
+                b.link().mem_write(vram.address + 4 * i as u64, 4, i as u32)?;
+            }
+            b.link().flush()
+        },
+    )?);
 
     let call = 64usize << 20;
     let source = pattern(call.min(size), 7);
     rows.push(measure(
         &mut bridge,
-        "streaming write (F0 mode 1), 64 MiB per call",
+        &label("streaming write (F0 mode 1), 64 MiB per call", "streaming write, 64 MiB per call"),
         1,
         size as u64,
         |b| {
@@ -116,7 +137,11 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let read_call = bridge.stream_chunk();
     rows.push(measure(
         &mut bridge,
-        &format!("streaming read (F0 mode 2), {} per call", format_size(read_call as u64)),
+        &if usb {
+            "streaming read (F0 mode 2), 1 MiB per call".to_string()
+        } else {
+            format!("streaming read, {} per call", format_size(read_call as u64))
+        },
         1,
         size as u64,
         |b| {
@@ -140,7 +165,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         [bridge.link().dma_alloc(window as u64)?, bridge.link().dma_alloc(window as u64)?];
     rows.push(measure(
         &mut bridge,
-        "SRAM DMA write (F2 + bulk OUT), 256 KiB windows",
+        &label("SRAM DMA write (F2 + bulk OUT), 256 KiB windows", "DMA write, 256 KiB windows"),
         pieces,
         pieces * window as u64,
         |b| {
@@ -151,13 +176,15 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         },
     )?);
 
-    if bridge.has_emulated_gpu() {
+    // Where the host reads GPU-visible memory directly no release is needed; elsewhere only
+    // the emulator's copy engine can make it here.
+    if bridge.has_emulated_gpu() || bridge.link().dma_info().host_reads_directly {
         let mmio =
             mmio_bar(&gpu).ok_or_else(|| CliError::Usage("the GPU has no MMIO BAR".into()))?;
         let engine = EmulatedCopyEngine { mmio };
         rows.push(measure(
             &mut bridge,
-            "SRAM DMA read (F2 + bulk IN, GPU release), 256 KiB",
+            &label("SRAM DMA read (F2 + bulk IN, GPU release), 256 KiB", "DMA read, 256 KiB"),
             pieces,
             pieces * window as u64,
             |b| {
@@ -176,13 +203,13 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         println!("(SRAM DMA read skipped: the GPU must release it, which needs the GPU driver's copy engine)");
     }
 
-    if remote.is_some() {
-        // The USB transfer names in brackets do not apply to a remote link.
-        for row in &mut rows {
-            row.name = remote_label(&row.name);
-        }
+    print_rows(&rows, usb);
+    if rows.iter().all(|row| row.counters.is_none()) {
+        println!(
+            "round trips: not counted on this link ({}): its BARs are mapped into this process, so accesses are loads and stores, not messages",
+            bridge.link().kind()
+        );
     }
-    print_rows(&rows, bridge.exchange_unit(), remote.is_some());
     Ok(())
 }
 
@@ -194,12 +221,14 @@ fn measure(
     body: impl FnOnce(&mut OpenLink) -> Result<(), LinkError>,
 ) -> Result<Row, CliError> {
     bridge.reset_device_time();
-    let before = bridge.traffic();
+    let before = bridge.stats();
+    let counters_before = bridge.counters();
     let cpu_before = process_cpu_time();
     let start = Instant::now();
     body(bridge)?;
     let wall = start.elapsed();
-    let stats = bridge.traffic() - before;
+    let stats = bridge.stats() - before;
+    let counters = bridge.counters().zip(counters_before).map(|(after, before)| after - before);
     let host_cpu = match bridge.device_time() {
         // Single-threaded emulation: every moment not spent in the emulator is host work.
         Some(device_time) => Some(wall.saturating_sub(device_time)),
@@ -208,37 +237,40 @@ fn measure(
             _ => None,
         },
     };
-    Ok(Row { name: name.to_string(), ops, bytes, stats, wall, host_cpu })
+    Ok(Row { name: name.to_string(), ops, bytes, stats, counters, wall, host_cpu })
 }
 
-/// An operation's name without the USB transfers it is made of.
-fn remote_label(name: &str) -> String {
-    let mut out = String::new();
-    let mut depth = 0usize;
-    for c in name.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth = depth.saturating_sub(1),
-            _ if depth == 0 => out.push(c),
-            _ => {}
-        }
-    }
-    out.replace(" ,", ",").replace("SRAM DMA", "GPU-visible memory").trim().to_string()
+/// A count for the table, or "n/a" where the link counts nothing.
+fn count(value: Option<u64>) -> String {
+    value.map_or_else(|| "n/a".to_string(), |v| v.to_string())
 }
 
-fn print_rows(rows: &[Row], unit: &str, remote: bool) {
-    let per_op_unit = if remote { "round trips" } else { "USB transfers" };
+fn print_rows(rows: &[Row], usb: bool) {
+    // The USB bridge shows its transfers; other links their requests and bytes.
+    let (requests, bytes) = if usb { ("USB xfers", "wire bytes") } else { ("requests", "bytes") };
     println!(
-        "\n{:<52} {:>9} {:>12} {:>12} {:>11} {:>13}",
-        "operation", "ops", unit, "wire bytes", "wall", "host CPU"
+        "\n{:<52} {:>9} {:>12} {:>12} {:>11} {:>11} {:>13}",
+        "operation", "ops", requests, bytes, "round trips", "wall", "host CPU"
     );
     for row in rows {
+        let (requests, bytes) = if usb {
+            (
+                row.stats.transfers().to_string(),
+                (row.stats.bytes_out + row.stats.bytes_in).to_string(),
+            )
+        } else {
+            (
+                count(row.counters.map(|c| c.requests)),
+                count(row.counters.map(|c| c.bytes_out + c.bytes_in)),
+            )
+        };
         println!(
-            "{:<52} {:>9} {:>12} {:>12} {:>11} {:>13}",
+            "{:<52} {:>9} {:>12} {:>12} {:>11} {:>11} {:>13}",
             row.name,
             row.ops,
-            row.stats.exchanges,
-            row.stats.bytes_out + row.stats.bytes_in,
+            requests,
+            bytes,
+            count(row.counters.map(|c| c.round_trips)),
             format!("{:.1} ms", row.wall.as_secs_f64() * 1e3),
             row.host_cpu
                 .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
@@ -247,19 +279,33 @@ fn print_rows(rows: &[Row], unit: &str, remote: bool) {
     }
     println!();
     for row in rows {
+        let Some(counters) = row.counters else { continue };
+        if row.bytes == 0 {
+            let per_op = counters.round_trips as f64 / row.ops as f64;
+            println!("{:<52} {per_op:.2} round trips/op", row.name);
+        } else {
+            let per_256k = counters.round_trips as f64 * f64::from(256u32 << 10) / row.bytes as f64;
+            println!("{:<52} {per_256k:.2} round trips per 256 KiB", row.name);
+        }
+    }
+    if !usb {
+        return;
+    }
+    println!();
+    for row in rows {
         if row.bytes == 0 {
             let per_op = row.wall.as_secs_f64() * 1e6 / row.ops as f64;
             println!(
-                "{:<52} {:.2} {per_op_unit}/op, {:.2} µs/op wall",
+                "{:<52} {:.2} USB transfers/op, {:.2} µs/op wall",
                 row.name,
-                row.stats.exchanges as f64 / row.ops as f64,
+                row.stats.transfers() as f64 / row.ops as f64,
                 per_op
             );
             continue;
         }
         let gib = row.bytes as f64 / (1u64 << 30) as f64;
-        let per_256k = row.stats.exchanges as f64 * f64::from(256u32 << 10) / row.bytes as f64;
-        let mut line = format!("{:<52} {:.2} {per_op_unit} per 256 KiB", row.name, per_256k);
+        let per_256k = row.stats.transfers() as f64 * f64::from(256u32 << 10) / row.bytes as f64;
+        let mut line = format!("{:<52} {:.2} USB transfers per 256 KiB", row.name, per_256k);
         if let Some(cpu) = row.host_cpu {
             let per_gib = cpu.as_secs_f64() / gib;
             line += &format!(

@@ -253,7 +253,8 @@ fn answer(
             conv.capacity()
         ),
         FinishReason::Length => {
-            eprintln!("[stopped: the -n/--n-predict limit of {} is reached]", plural(outcome.stats.generated, "token"))
+            let limit = plural(outcome.stats.generated, "token");
+            eprintln!("[stopped: the -n/--n-predict limit of {limit} is reached]");
         }
         FinishReason::EndOfText | FinishReason::Stop => {}
     }

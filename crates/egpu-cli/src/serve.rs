@@ -149,7 +149,7 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
     let counter = cancelled.clone();
     std::thread::Builder::new()
         .name("egpu-model".into())
-        .spawn(move || worker(engine, conv, queue, batch, template.as_deref(), &counter))
+        .spawn(move || worker(&engine, conv, queue, batch, template.as_deref(), &counter))
         .map_err(|e| CliError::Usage(format!("starting the model thread: {e}")))?;
 
     let state = Arc::new(AppState {
@@ -211,7 +211,7 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
 /// The model thread: answers jobs one after another in one KV cache, reusing the prefix a new
 /// prompt shares with the previous one (a chat's next turn).
 fn worker(
-    engine: Engine,
+    engine: &Engine,
     mut conv: egpu_llm::engine::Conversation,
     queue: std::sync::mpsc::Receiver<Job>,
     batch: usize,

@@ -65,6 +65,35 @@ fn bench_link_reports_transfers_per_operation() {
     assert!(out.contains("% of the 10 Gb/s wire time"), "{out}");
 }
 
+/// `tinygpu:0` against the emulated TinyGPU server (one DMA segment per buffer, which the
+/// client needs), found through `$APL_REMOTE_SOCK` as tinygrad finds the app's: round trips
+/// per operation from the link's own counters, and no USB columns.
+#[cfg(target_os = "linux")]
+#[test]
+fn bench_link_reports_round_trips_on_the_tinygpu_link() {
+    use egpu_emu::{EmulatedTinyGpuServer, GpuKind, TinyGpuServerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("tinygpu.sock");
+    let config = TinyGpuServerConfig::new(GpuKind::Navi31).with_max_segments(1);
+    let server = EmulatedTinyGpuServer::start_with(&socket, config).unwrap();
+    let output = egpu()
+        .args(["bench", "link", "tinygpu:0", "--size-mib", "8", "--ops", "50"])
+        .env("APL_REMOTE_SOCK", &socket)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}\n{}", String::from_utf8_lossy(&output.stderr));
+    // One CFG_READ / MMIO_READ each; MMIO_WRITE is posted, and the flush after 50 of them is
+    // one CFG_READ.
+    assert!(out.contains(&format!("{:<52} 1.00 round trips/op", "config read")), "{out}");
+    assert!(out.contains(&format!("{:<52} 1.00 round trips/op", "checked dword read")), "{out}");
+    assert!(out.contains(&format!("{:<52} 0.02 round trips/op", "posted dword write")), "{out}");
+    assert!(out.contains("DMA read, 256 KiB"), "the host reads its mapping directly: {out}");
+    assert!(!out.contains("USB"), "{out}");
+    // The server saw as many requests as the link counted, and more than the ops above.
+    assert!(server.stats().requests > 150, "{:?}", server.stats());
+}
+
 #[test]
 fn list_without_a_usb_bridge_points_at_the_emulator() {
     // On CI and build machines there is no USB bus; a machine with a bridge lists it instead.

@@ -37,7 +37,7 @@ fn chat_page_streams_an_answer_in_headless_chromium() {
     }
     let (chromium, driver) = ("/usr/bin/chromium", "/usr/bin/chromedriver");
     if !std::path::Path::new(chromium).exists() || !std::path::Path::new(driver).exists() {
-        common::skip(format!(
+        common::skip(&format!(
             "SKIP {test}: needs Debian's chromium and chromium-driver (`apt-get install chromium chromium-driver`)"
         ));
         return;

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use egpu_hal::{Bdf, DmaInfo, DmaRegion, LinkError, PcieLink, PendingDmaRead};
+use egpu_hal::{Bdf, DmaInfo, DmaRegion, LinkCounters, LinkError, PcieLink, PendingDmaRead};
 
 use crate::config::GpuKind;
 use crate::devices::cards;
@@ -189,7 +189,7 @@ impl EmulatedFabric {
 
     /// A link onto this fabric (host side).
     pub fn link(&self) -> InProcessLink {
-        InProcessLink { shared: Arc::clone(&self.shared) }
+        InProcessLink { shared: Arc::clone(&self.shared), counters: LinkCounters::default() }
     }
 
     /// The configuration the fabric was built with.
@@ -246,6 +246,9 @@ impl EmulatedFabric {
 /// The host side of an [`EmulatedFabric`]: a [`PcieLink`] without a transport.
 pub struct InProcessLink {
     shared: Arc<Mutex<InProc>>,
+    /// One request per call that reaches the fabric, as if each were one message; the
+    /// non-posted ones (config accesses, memory reads) are the round trips.
+    counters: LinkCounters,
 }
 
 /// `size` bytes at `offset` must stay inside one dword.
@@ -266,6 +269,14 @@ fn check_dwords(op: &str, address: u64, len: usize) -> Result<(), LinkError> {
 }
 
 impl InProcessLink {
+    /// Count one call that reaches the fabric.
+    fn count(&mut self, round_trip: bool, bytes_out: usize, bytes_in: usize) {
+        self.counters.requests += 1;
+        self.counters.round_trips += u64::from(round_trip);
+        self.counters.bytes_out += bytes_out as u64;
+        self.counters.bytes_in += bytes_in as u64;
+    }
+
     /// The function a config request to `bdf` reaches: Type 0 on bus 0, Type 1 beyond.
     fn route(inproc: &mut InProc, op: &str, bdf: Bdf) -> Result<usize, LinkError> {
         match inproc.fabric.route_config(bdf.bus, bdf.device, bdf.function, bdf.bus != 0) {
@@ -280,9 +291,14 @@ impl PcieLink for InProcessLink {
         "emulated"
     }
 
+    fn counters(&self) -> Option<LinkCounters> {
+        Some(self.counters)
+    }
+
     fn config_read(&mut self, bdf: Bdf, offset: u16, size: u8) -> Result<u32, LinkError> {
         let op = format!("config read of {bdf} at 0x{offset:03X}");
         check_sub_dword(&op, u64::from(offset), size)?;
+        self.count(true, 0, size.into());
         let mut inproc = lock(&self.shared);
         let fid = Self::route(&mut inproc, &op, bdf)?;
         for _ in 0..CONFIG_RETRY_ATTEMPTS {
@@ -303,6 +319,7 @@ impl PcieLink for InProcessLink {
     ) -> Result<(), LinkError> {
         let op = format!("config write of {bdf} at 0x{offset:03X}");
         check_sub_dword(&op, u64::from(offset), size)?;
+        self.count(true, size.into(), 0);
         let mut inproc = lock(&self.shared);
         let fid = Self::route(&mut inproc, &op, bdf)?;
         let shift = offset & 3;
@@ -317,6 +334,7 @@ impl PcieLink for InProcessLink {
         let mut word = [0u8; 4];
         let op = || format!("memory read of 0x{address:X}");
         check_dwords(&op(), address, 4)?;
+        self.count(true, 0, 4);
         let mut inproc = lock(&self.shared);
         match inproc.fabric.read_segment(address, &mut word) {
             Segment::Decoded(_) => Ok(u32::from_le_bytes(word)),
@@ -326,6 +344,7 @@ impl PcieLink for InProcessLink {
 
     fn mem_write(&mut self, address: u64, size: u8, value: u32) -> Result<(), LinkError> {
         check_sub_dword("memory write", address, size)?;
+        self.count(false, size.into(), 0);
         let shift = address & 3;
         let byte_enables = (((1u16 << size) - 1) << shift) as u8;
         let mut inproc = lock(&self.shared);
@@ -338,6 +357,7 @@ impl PcieLink for InProcessLink {
 
     fn mem_read(&mut self, address: u64, len: usize) -> Result<Vec<u8>, LinkError> {
         check_dwords("streaming memory read", address, len)?;
+        self.count(true, 0, len);
         let mut out = vec![0u8; len];
         let mut inproc = lock(&self.shared);
         let mut off = 0usize;
@@ -357,6 +377,7 @@ impl PcieLink for InProcessLink {
 
     fn mem_write_bytes(&mut self, address: u64, data: Bytes) -> Result<(), LinkError> {
         check_dwords("streaming memory write", address, data.len())?;
+        self.count(false, data.len(), 0);
         let mut inproc = lock(&self.shared);
         let InProc { fabric, host, .. } = &mut *inproc;
         let mut off = 0usize;

@@ -35,6 +35,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 /// The BARs of each card (emulator card models: Navi 31 VRAM BAR0, MMIO BAR5; GA102 MMIO
 /// BAR0, VRAM BAR1).
+#[derive(Clone, Copy)]
 struct Card {
     kind: GpuKind,
     id: u32,
@@ -186,24 +187,24 @@ fn recv_with_fd(s: &UnixStream, buf: &mut [u8]) -> (usize, Option<OwnedFd>) {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: all-zero is a valid empty msghdr.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
+    msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = space as _;
     // SAFETY: msg points at live buffers of the sizes it states.
-    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
     assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
     assert_eq!(msg.msg_flags & libc::MSG_CTRUNC, 0, "control data truncated");
     let mut fd = None;
     // SAFETY: walking the control buffer the kernel just filled, with the libc macros.
     unsafe {
-        let mut header = libc::CMSG_FIRSTHDR(&msg);
+        let mut header = libc::CMSG_FIRSTHDR(&raw const msg);
         while !header.is_null() {
             if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
                 let raw = std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<libc::c_int>());
                 fd = Some(OwnedFd::from_raw_fd(raw));
             }
-            header = libc::CMSG_NXTHDR(&msg, header);
+            header = libc::CMSG_NXTHDR(&raw const msg, header);
         }
     }
     (n as usize, fd)

@@ -22,5 +22,7 @@ pub use backend::{
 };
 pub use bar::{BarMmio, BarRegion, WriteBatch};
 pub use error::Error;
-pub use link::{Bdf, DmaInfo, DmaRegion, DmaRelease, MappedRange, PcieLink, PendingDmaRead};
+pub use link::{
+    Bdf, DmaInfo, DmaRegion, DmaRelease, LinkCounters, MappedRange, PcieLink, PendingDmaRead,
+};
 pub use link_error::LinkError;

@@ -187,6 +187,34 @@ impl fmt::Debug for MappedRange {
     }
 }
 
+/// What a link has sent and awaited so far, counted the same way on every link that counts,
+/// so `egpu bench link` can compare links: a request is one message to the far side (a USB
+/// transfer, a socket request, a TLP), a round trip one the host waits on for an answer.
+/// Posted writes are requests without a round trip until something waits for them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    /// Messages sent to the far side.
+    pub requests: u64,
+    /// Requests the host waited on for an answer (reads, replies, completions).
+    pub round_trips: u64,
+    /// Bytes sent, headers included where the link has them.
+    pub bytes_out: u64,
+    /// Bytes received, headers included where the link has them.
+    pub bytes_in: u64,
+}
+
+impl std::ops::Sub for LinkCounters {
+    type Output = LinkCounters;
+    fn sub(self, earlier: LinkCounters) -> LinkCounters {
+        LinkCounters {
+            requests: self.requests.saturating_sub(earlier.requests),
+            round_trips: self.round_trips.saturating_sub(earlier.round_trips),
+            bytes_out: self.bytes_out.saturating_sub(earlier.bytes_out),
+            bytes_in: self.bytes_in.saturating_sub(earlier.bytes_in),
+        }
+    }
+}
+
 /// How PCIe transactions and GPU-visible host memory reach a card. Implemented by the USB
 /// bridge (egpu-link) and the emulator's in-process link (egpu-emu); Linux PCIe, TinyGPU and
 /// remote links follow.
@@ -228,6 +256,12 @@ pub trait PcieLink: Send {
     /// Bring the link back to a known state after an error: drop queued work and reset the
     /// transport. The device behind the link is not reset (that is the vendor driver's job).
     fn reset(&mut self) -> Result<(), LinkError>;
+
+    /// Requests and round trips so far; `None` on a link that has no messages to count
+    /// (BARs mapped into this process: accesses are CPU loads and stores).
+    fn counters(&self) -> Option<LinkCounters> {
+        None
+    }
 
     /// What GPU-visible host memory this link offers.
     fn dma_info(&self) -> DmaInfo {
@@ -296,6 +330,9 @@ pub trait PcieLink: Send {
 impl<L: PcieLink + ?Sized> PcieLink for Box<L> {
     fn kind(&self) -> &'static str {
         (**self).kind()
+    }
+    fn counters(&self) -> Option<LinkCounters> {
+        (**self).counters()
     }
     fn config_read(&mut self, bdf: Bdf, offset: u16, size: u8) -> Result<u32, LinkError> {
         (**self).config_read(bdf, offset, size)

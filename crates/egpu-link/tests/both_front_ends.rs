@@ -1,22 +1,34 @@
-//! One set of PCIe tests, written once against `&mut dyn PcieLink`, run against both
-//! front-ends of the emulator (egpu-emu, written from docs/reference/usb-bridge.md, not from
-//! this crate): the ASM2464 USB bridge driven by this crate's `Asm2464`, and the emulator's
-//! in-process link. The fabric walk is this crate's `fabric::bring_up`; what the device holds
-//! is checked on the device side (the emulator's VRAM), not only through the link.
+//! One set of PCIe tests, written once against `&mut dyn PcieLink`, run against the
+//! front-ends of the emulator (egpu-emu, written from docs/reference/usb-bridge.md and
+//! macos-ecosystem.md §A.4, not from this crate): the ASM2464 USB bridge driven by this
+//! crate's `Asm2464`, the emulator's in-process link, and the emulated TinyGPU.app socket
+//! server driven by this crate's `TinyGpuLink`; the fabric front-ends also through the remote
+//! link (egpu-remote) serving them. The fabric walk is this crate's
+//! `fabric::bring_up`; the TinyGPU link has no fabric to walk (macOS set it up, the server
+//! reaches one function), so its tests take the function it presents and check the analogue.
+//! What the device holds is checked on the device side (the emulator's VRAM), not only
+//! through the link.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use egpu_emu::copy_engine as ce;
-use egpu_emu::{BridgeConfig, EmulatedBridge, EmulatedFabric, FabricConfig, GpuKind};
+use egpu_emu::{
+    BridgeConfig, EmulatedBridge, EmulatedFabric, EmulatedTinyGpuServer, FabricConfig, GpuKind,
+    ServerFault, TinyGpuServerConfig, TinyGpuServerError,
+};
 use egpu_link::pcie::bar::{BarMmio, BarRegion};
 use egpu_link::pcie::fabric::{self, BarKind, FabricOptions, Topology};
+use egpu_link::tinygpu::{TinyGpuError, TinyGpuLink, TinyGpuOptions};
 use egpu_link::{Asm2464, Asm2464Config, Bdf, LinkError, PcieLink};
+use tempfile::TempDir;
 
 /// The device side of a front-end, for checks the link cannot make about itself.
 enum Device {
     Usb(EmulatedBridge),
     InProcess(EmulatedFabric),
+    /// The server, and the directory holding its socket (removed after the server).
+    TinyGpu(EmulatedTinyGpuServer, TempDir),
 }
 
 impl Device {
@@ -24,6 +36,7 @@ impl Device {
         match self {
             Device::Usb(d) => d.vram(offset, len),
             Device::InProcess(d) => d.vram(offset, len),
+            Device::TinyGpu(d, _) => d.vram(offset, len),
         }
     }
 }
@@ -32,6 +45,8 @@ struct Target {
     name: &'static str,
     link: Box<dyn PcieLink>,
     device: Device,
+    /// The function a single-function link presents in place of a fabric walk.
+    presented: Option<Topology>,
 }
 
 fn usb(gpu: GpuKind) -> Target {
@@ -44,7 +59,12 @@ fn usb(gpu: GpuKind) -> Target {
         ..Default::default()
     };
     let link = Asm2464::open(emulator.transport(), config).expect("open the emulated bridge");
-    Target { name: "usb-asm2464", link: Box::new(link), device: Device::Usb(emulator) }
+    Target {
+        name: "usb-asm2464",
+        link: Box::new(link),
+        device: Device::Usb(emulator),
+        presented: None,
+    }
 }
 
 fn in_process(gpu: GpuKind) -> Target {
@@ -53,6 +73,7 @@ fn in_process(gpu: GpuKind) -> Target {
         name: "in-process",
         link: Box::new(emulator.link()),
         device: Device::InProcess(emulator),
+        presented: None,
     }
 }
 
@@ -71,15 +92,61 @@ fn remote(name: &'static str, mut local: Target) -> Target {
     local
 }
 
-/// Run `test` against both front-ends with `gpu` in the slot, and through the remote link.
-fn each_front_end(gpu: GpuKind, test: impl Fn(&mut Target)) {
-    let remotes = [remote("remote(in-process)", in_process(gpu)), remote("remote(usb)", usb(gpu))];
-    for mut target in [usb(gpu), in_process(gpu)].into_iter().chain(remotes) {
+/// The remote link serving each fabric front-end.
+fn remotes(gpu: GpuKind) -> [Target; 2] {
+    [remote("remote(in-process)", in_process(gpu)), remote("remote(usb)", usb(gpu))]
+}
+
+/// Client options that keep a failing test short (nothing here waits on a healthy server).
+fn tinygpu_options() -> TinyGpuOptions {
+    TinyGpuOptions {
+        reply_timeout: Duration::from_secs(5),
+        send_timeout: Duration::from_secs(5),
+        ..Default::default()
+    }
+}
+
+/// The emulated TinyGPU server on a socket in a fresh temp dir, and the client connected.
+fn tinygpu_with(config: TinyGpuServerConfig) -> Target {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("tinygpu.sock");
+    let server = EmulatedTinyGpuServer::start_with(&socket, config).expect("start the server");
+    let link = TinyGpuLink::connect(&socket, 0, tinygpu_options()).expect("connect the client");
+    Target {
+        name: "tinygpu",
+        presented: Some(link.topology()),
+        link: Box::new(link),
+        device: Device::TinyGpu(server, dir),
+    }
+}
+
+/// The server handing out each DMA buffer as one segment (the client refuses scattered ones;
+/// see `a_scattered_tinygpu_buffer_is_refused_and_the_link_goes_on`).
+fn tinygpu(gpu: GpuKind) -> Target {
+    tinygpu_with(TinyGpuServerConfig::new(gpu).with_max_segments(1))
+}
+
+/// Run `test` against the front-ends that reach a fabric (bridges, several functions), also
+/// through the remote link.
+fn each_fabric_front_end(gpu: GpuKind, test: impl Fn(&mut Target)) {
+    for mut target in [usb(gpu), in_process(gpu)].into_iter().chain(remotes(gpu)) {
         test(&mut target);
     }
 }
 
+/// Run `test` against every front-end with `gpu` in the slot, also through the remote link.
+fn each_front_end(gpu: GpuKind, test: impl Fn(&mut Target)) {
+    let local = [usb(gpu), in_process(gpu), tinygpu(gpu)];
+    for mut target in local.into_iter().chain(remotes(gpu)) {
+        test(&mut target);
+    }
+}
+
+/// The fabric walk, or the function a single-function link presents.
 fn bring_up(t: &mut Target, options: &FabricOptions) -> Topology {
+    if let Some(presented) = &t.presented {
+        return presented.clone();
+    }
     fabric::bring_up(t.link.as_mut(), options).unwrap_or_else(|e| panic!("{}: {e}", t.name))
 }
 
@@ -103,7 +170,7 @@ fn pattern(len: usize, seed: u8) -> Bytes {
 #[test]
 fn the_fabric_walk_finds_each_card_behind_bridges_that_forward_its_bars() {
     for (gpu, ids) in [(GpuKind::Navi31, (0x1002, 0x744C)), (GpuKind::Ga102, (0x10DE, 0x2204))] {
-        each_front_end(gpu, |t| {
+        each_fabric_front_end(gpu, |t| {
             let topology = bring_up(t, &FabricOptions::default());
             let found = topology.gpu().unwrap_or_else(|| panic!("{}: no GPU", t.name));
             assert_eq!((found.vendor_id, found.device_id), ids, "{}", t.name);
@@ -143,7 +210,7 @@ fn the_fabric_walk_finds_each_card_behind_bridges_that_forward_its_bars() {
 
 #[test]
 fn an_empty_slot_has_only_the_ports_above_it() {
-    each_front_end(GpuKind::None, |t| {
+    each_fabric_front_end(GpuKind::None, |t| {
         let topology = bring_up(t, &FabricOptions::default());
         assert!(topology.gpu().is_none(), "{}", t.name);
         assert!(!topology.functions.is_empty(), "{}: the ports still answer", t.name);
@@ -175,7 +242,7 @@ fn bars_are_sized_with_their_types_and_naturally_aligned() {
     ];
     let options = FabricOptions { max_resizable_bars: false, ..Default::default() };
     for (gpu, bars) in expected {
-        each_front_end(gpu, |t| {
+        each_fabric_front_end(gpu, |t| {
             let topology = bring_up(t, &options);
             let found = topology.gpu().unwrap();
             for &(index, kind, prefetchable, size) in &bars {
@@ -206,7 +273,7 @@ fn rebar_size_index(link: &mut dyn PcieLink, bdf: Bdf) -> u32 {
 #[test]
 fn resizable_bar_is_grown_to_the_largest_size() {
     for (gpu, vram_bar) in [(GpuKind::Navi31, 0), (GpuKind::Ga102, 1)] {
-        each_front_end(gpu, |t| {
+        each_fabric_front_end(gpu, |t| {
             let topology = bring_up(t, &FabricOptions::default());
             let found = topology.gpu().unwrap();
             let vram = found.bar(vram_bar).unwrap();
@@ -377,5 +444,191 @@ fn device_copies_obey_the_fabric_rules() {
         assert_eq!(into_host(link, staging.bus_address), ce::STATUS_ERROR, "{}", t.name);
         link.config_write(gpu, 0x04, 2, u32::from(command)).unwrap();
         assert_eq!(into_host(link, staging.bus_address), ce::STATUS_OK, "{}", t.name);
+    });
+}
+
+// ---- the TinyGPU link: one function instead of a fabric -------------------------------------
+
+fn tinygpu_error(error: &LinkError) -> &TinyGpuError {
+    error
+        .transport_source::<TinyGpuError>()
+        .unwrap_or_else(|| panic!("not a TinyGPU error: {error}"))
+}
+
+/// The analogue of the fabric walk and BAR sizing: the link presents the GPU at 00:00.0 with
+/// the memory BARs the server mapped (MAP_BAR), typed from config space; the HDMI audio
+/// function and everything else is out of its reach.
+#[test]
+fn the_tinygpu_link_presents_the_one_gpu_function_with_the_bars_the_server_mapped() {
+    let expected = [
+        (
+            GpuKind::Navi31,
+            (0x1002, 0x744C),
+            vec![(0, BarKind::Mem64, true), (2, BarKind::Mem64, true), (5, BarKind::Mem32, false)],
+        ),
+        (
+            GpuKind::Ga102,
+            (0x10DE, 0x2204),
+            vec![(0, BarKind::Mem32, false), (1, BarKind::Mem64, true), (3, BarKind::Mem64, true)],
+        ),
+    ];
+    for (gpu, ids, bars) in expected {
+        let mut t = tinygpu(gpu);
+        let topology = bring_up(&mut t, &FabricOptions::default());
+        assert_eq!(topology.functions.len(), 1);
+        let found = topology.gpu().expect("the GPU");
+        assert_eq!((found.vendor_id, found.device_id), ids);
+        assert_eq!(found.bdf, Bdf::new(0, 0, 0));
+        assert!(found.bridge.is_none() && topology.path_to(found.bdf).is_empty());
+        let presented: Vec<_> =
+            found.bars.iter().map(|b| (b.index, b.kind, b.prefetchable)).collect();
+        assert_eq!(presented, bars, "{gpu:?}: I/O BARs are not mapped, memory BARs all are");
+        // The sizes are the device's: config space agrees (BAR sizing by all-ones write).
+        for bar in &found.bars {
+            let register = 0x10 + 4 * u16::from(bar.index);
+            let original = t.link.config_read32(found.bdf, register).unwrap();
+            let high = if bar.kind == BarKind::Mem64 {
+                Some(t.link.config_read32(found.bdf, register + 4).unwrap())
+            } else {
+                None
+            };
+            t.link.config_write(found.bdf, register, 4, 0xFFFF_FFFF).unwrap();
+            let mut mask = u64::from(t.link.config_read32(found.bdf, register).unwrap() & !0xF);
+            if high.is_some() {
+                t.link.config_write(found.bdf, register + 4, 4, 0xFFFF_FFFF).unwrap();
+                mask |= u64::from(t.link.config_read32(found.bdf, register + 4).unwrap()) << 32;
+            } else {
+                mask |= 0xFFFF_FFFF_0000_0000;
+            }
+            assert_eq!(!mask + 1, bar.size, "{gpu:?}: BAR{} size", bar.index);
+            t.link.config_write(found.bdf, register, 4, original).unwrap();
+            if let Some(high) = high {
+                t.link.config_write(found.bdf, register + 4, 4, high).unwrap();
+            }
+        }
+        // Every memory BAR decodes through the link at the base it presents (VRAM checked on
+        // the device side).
+        let vram = found.bar(if gpu == GpuKind::Navi31 { 0 } else { 1 }).unwrap();
+        t.link.mem_write(vram.address + vram.size - 4, 4, 0x5EED_0001).unwrap();
+        t.link.flush().unwrap();
+        assert_eq!(t.device.vram(vram.size - 4, 4), 0x5EED_0001u32.to_le_bytes());
+        // The audio function (and any other BDF) is refused by the link, not sent.
+        let audio = Bdf::new(0, 0, 1);
+        let error = t.link.config_read32(audio, 0).unwrap_err();
+        assert!(matches!(error, LinkError::Config { .. }), "{error}");
+    }
+}
+
+/// The analogue of the empty slot: with no GPU, the real app finds no `tinygpu` service and
+/// nothing listens, so there is nothing to connect to.
+#[test]
+fn an_empty_slot_has_no_tinygpu_server_to_connect_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("tinygpu.sock");
+    let started = EmulatedTinyGpuServer::start(&socket, GpuKind::None);
+    assert!(matches!(started, Err(TinyGpuServerError::NoGpu)), "{:?}", started.err());
+    let error = TinyGpuLink::connect(&socket, 0, tinygpu_options()).err().expect("no server");
+    assert!(matches!(tinygpu_error(&error), TinyGpuError::Connect { .. }), "{error}");
+}
+
+/// The server's default splits a buffer into up to 4 DMA segments with gaps (an `[U]` choice
+/// of the emulator; §A.2 allows up to 32). The hal's region is one bus range, so the client
+/// refuses such a buffer with `Scattered`, names the segments, and the link goes on.
+#[test]
+fn a_scattered_tinygpu_buffer_is_refused_and_the_link_goes_on() {
+    let mut t = tinygpu_with(TinyGpuServerConfig::new(GpuKind::Navi31));
+    let error = t.link.dma_alloc(64 << 10).unwrap_err();
+    match tinygpu_error(&error) {
+        TinyGpuError::Scattered { segments } => {
+            assert!(segments.len() > 1, "{segments:?}");
+            assert_eq!(segments.iter().map(|s| s.1).sum::<u64>(), 64 << 10, "{segments:?}");
+        }
+        other => panic!("expected Scattered, got {other}"),
+    }
+    // Still in step: config reads work and a one-segment buffer (16 KiB, the minimum) is
+    // usable by the device.
+    assert_eq!(t.link.config_read32(Bdf::new(0, 0, 0), 0).unwrap(), 0x744C_1002);
+    let region = t.link.dma_alloc(16 << 10).unwrap();
+    let Device::TinyGpu(server, _) = &t.device else { unreachable!() };
+    server.gpu_dma_write(region.bus_address + 8, b"landed").unwrap();
+    let pending = t.link.dma_read_begin(&region, 8, 6).unwrap();
+    assert_eq!(t.link.dma_read_finish(pending).unwrap(), b"landed");
+}
+
+/// A server that dies in the middle of a transfer: each way is a typed error naming the
+/// command (a closed connection, not a timeout: the client does not wait out its deadline),
+/// and every later call fails at once asking to open the device again.
+#[test]
+fn a_tinygpu_server_dying_mid_transfer_is_a_typed_error_not_a_hang() {
+    // Mid-reply: a 1 MiB MMIO_READ whose reply is cut after 64 KiB.
+    let mut t = tinygpu(GpuKind::Navi31);
+    let vram = region(&bring_up(&mut t, &FabricOptions::default()), 0);
+    let Device::TinyGpu(server, _) = &t.device else { unreachable!() };
+    server.inject(ServerFault::DieMidReply { requests: 0, bytes: 64 << 10 });
+    let error = t.link.mem_read(vram.address, 1 << 20).unwrap_err();
+    match tinygpu_error(&error) {
+        TinyGpuError::Closed { received, expected, .. } => {
+            assert!(received < expected, "{error}");
+        }
+        other => panic!("expected Closed, got {other}"),
+    }
+    assert!(!server.is_alive());
+    let error = t.link.config_read32(Bdf::new(0, 0, 0), 0).unwrap_err();
+    assert!(matches!(tinygpu_error(&error), TinyGpuError::OutOfStep { .. }), "{error}");
+
+    // Mid-write: the server takes 4 KiB of a 4 MiB posted MMIO_WRITE and dies; the write
+    // itself or the flush after it fails.
+    let mut t = tinygpu(GpuKind::Navi31);
+    let vram = region(&bring_up(&mut t, &FabricOptions::default()), 0);
+    let Device::TinyGpu(server, _) = &t.device else { unreachable!() };
+    server.inject(ServerFault::DieMidWrite { requests: 0, bytes: 4096 });
+    let error = t
+        .link
+        .mem_write_bytes(vram.address, pattern(4 << 20, 3))
+        .and_then(|()| t.link.flush())
+        .unwrap_err();
+    assert!(
+        matches!(tinygpu_error(&error), TinyGpuError::Closed { .. }),
+        "expected Closed, got {error}"
+    );
+    assert!(!server.is_alive());
+    // And a new client finds nothing listening (the server is gone, as after an unplug).
+    drop(t.link);
+    let Device::TinyGpu(server, _dir) = t.device else { unreachable!() };
+    let error = TinyGpuLink::connect(server.path(), 0, tinygpu_options()).err().unwrap();
+    assert!(matches!(tinygpu_error(&error), TinyGpuError::Connect { .. }), "{error}");
+}
+
+// ---- counters ---------------------------------------------------------------------------------
+
+/// Every front-end counts its messages the same way (`egpu bench link` compares them): a read
+/// is one round trip, a posted write none until something waits for it, and the writes are
+/// all sent by the flush.
+#[test]
+fn each_link_counts_one_round_trip_per_read_and_none_per_posted_write() {
+    each_front_end(GpuKind::Navi31, |t| {
+        let topology = bring_up(t, &FabricOptions::default());
+        let gpu = topology.gpu().unwrap().bdf;
+        let vram = region(&topology, 0);
+        let link = t.link.as_mut();
+        let counted = |link: &dyn PcieLink| link.counters().unwrap_or_else(|| panic!("{}", t.name));
+        let start = counted(link);
+        link.config_read32(gpu, 0).unwrap();
+        assert_eq!((counted(link) - start).round_trips, 1, "{}: config read", t.name);
+        let start = counted(link);
+        link.mem_read32(vram.address).unwrap();
+        let read = counted(link) - start;
+        assert_eq!(read.round_trips, 1, "{}: dword read", t.name);
+        assert!(read.bytes_in >= 4, "{}: {read:?}", t.name);
+        let start = counted(link);
+        for i in 0..10 {
+            link.mem_write(vram.address + 4 * i, 4, 7).unwrap();
+        }
+        assert_eq!((counted(link) - start).round_trips, 0, "{}: posted writes", t.name);
+        link.flush().unwrap();
+        let writes = counted(link) - start;
+        assert!(writes.requests >= 10 && writes.bytes_out >= 40, "{}: {writes:?}", t.name);
+        assert!(writes.round_trips <= 1, "{}: the flush waits once at most", t.name);
+        assert_eq!(t.device.vram(36, 4), 7u32.to_le_bytes(), "{}", t.name);
     });
 }

@@ -99,7 +99,8 @@ impl Cuda {
         }
         let mut name: *const c_char = std::ptr::null();
         // SAFETY: cuGetErrorName stores a pointer to a static string (or leaves it null).
-        let known = unsafe { (self.api.get_error_name)(code, &mut name) } == 0 && !name.is_null();
+        let known =
+            unsafe { (self.api.get_error_name)(code, &raw mut name) } == 0 && !name.is_null();
         let name = if known {
             // SAFETY: non-null, NUL-terminated static string from libcuda.
             unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
@@ -167,7 +168,7 @@ impl Cuda {
             cuda.check("cuInit", (api.init)(0))?;
             cuda.check(
                 "cuDeviceGetByPCIBusId",
-                (api.device_get_by_pci_bus_id)(&mut device, bus_id.as_ptr()),
+                (api.device_get_by_pci_bus_id)(&raw mut device, bus_id.as_ptr()),
             )?;
             cuda.check(
                 "cuDeviceGetName",
@@ -175,32 +176,38 @@ impl Cuda {
             )?;
             cuda.check(
                 "cuDeviceGetAttribute",
-                (api.device_get_attribute)(&mut sms, MULTIPROCESSOR_COUNT, device),
+                (api.device_get_attribute)(&raw mut sms, MULTIPROCESSOR_COUNT, device),
             )?;
-            cuda.check("cuDevicePrimaryCtxRetain", (api.primary_ctx_retain)(&mut context, device))?;
+            cuda.check(
+                "cuDevicePrimaryCtxRetain",
+                (api.primary_ctx_retain)(&raw mut context, device),
+            )?;
             cuda.check("cuCtxSetCurrent", (api.ctx_set_current)(context))?;
             cuda.check(
                 "cuModuleLoadData",
-                (api.module_load_data)(&mut module, cubin.as_ptr().cast()),
+                (api.module_load_data)(&raw mut module, cubin.as_ptr().cast()),
             )?;
             let function = |name: &str| -> Result<Handle, CudaError> {
                 let c_name = CString::new(name).expect("kernel names have no NUL");
                 let mut f: Handle = std::ptr::null_mut();
                 cuda.check(
                     "cuModuleGetFunction",
-                    (api.module_get_function)(&mut f, module, c_name.as_ptr()),
+                    (api.module_get_function)(&raw mut f, module, c_name.as_ptr()),
                 )?;
                 Ok(f)
             };
             let empty = function("empty")?;
             let stream_copy = function("stream_copy")?;
             let mut stream: Handle = std::ptr::null_mut();
-            cuda.check("cuStreamCreate", (api.stream_create)(&mut stream, STREAM_NON_BLOCKING))?;
+            cuda.check(
+                "cuStreamCreate",
+                (api.stream_create)(&raw mut stream, STREAM_NON_BLOCKING),
+            )?;
             let mut host: *mut c_void = std::ptr::null_mut();
-            cuda.check("cuMemAllocHost", (api.mem_alloc_host)(&mut host, copy_bytes as usize))?;
+            cuda.check("cuMemAllocHost", (api.mem_alloc_host)(&raw mut host, copy_bytes as usize))?;
             let (mut a, mut b) = (0, 0);
-            cuda.check("cuMemAlloc", (api.mem_alloc)(&mut a, copy_bytes as usize))?;
-            cuda.check("cuMemAlloc", (api.mem_alloc)(&mut b, copy_bytes as usize))?;
+            cuda.check("cuMemAlloc", (api.mem_alloc)(&raw mut a, copy_bytes as usize))?;
+            cuda.check("cuMemAlloc", (api.mem_alloc)(&raw mut b, copy_bytes as usize))?;
             cuda.empty = empty;
             cuda.stream_copy = stream_copy;
             cuda.stream = stream;
@@ -262,11 +269,8 @@ impl BenchTarget for Cuda {
     fn launch_stream(&mut self) -> Result<(), CudaError> {
         let (mut input, mut output) = (self.a, self.b);
         let mut n = stream_elements(self.copy_bytes);
-        let mut params: [*mut c_void; 3] = [
-            (&mut input as *mut u64).cast(),
-            (&mut output as *mut u64).cast(),
-            (&mut n as *mut u64).cast(),
-        ];
+        let mut params: [*mut c_void; 3] =
+            [(&raw mut input).cast(), (&raw mut output).cast(), (&raw mut n).cast()];
         // SAFETY: `stream_copy` takes (input, output, n) as three 64-bit values, which the
         // pointers above point at for the call; `a` and `b` are device allocations of
         // `copy_bytes`, which is what `n` elements span (`stream_elements`).

@@ -296,6 +296,16 @@ impl PcieLink for RemoteLink {
         "remote"
     }
 
+    fn counters(&self) -> Option<egpu_hal::LinkCounters> {
+        let stats = self.stats();
+        Some(egpu_hal::LinkCounters {
+            requests: stats.requests,
+            round_trips: stats.round_trips,
+            bytes_out: stats.wire.bytes_out,
+            bytes_in: stats.wire.bytes_in,
+        })
+    }
+
     fn config_read(&mut self, bdf: Bdf, offset: u16, size: u8) -> Result<u32, LinkError> {
         let op = format!("config read of {bdf} at 0x{offset:03X}");
         self.call_value(&op, &Request::ConfigRead { bdf, offset, size })

@@ -14,7 +14,8 @@ use egpu_usb::UsbTransport;
 #[cfg(feature = "emu")]
 pub use crate::emulated_copy::{EmulatedCopyEngine, Place};
 pub use egpu_hal::{
-    BarMmio, BarRegion, Bdf, DmaInfo, DmaRegion, DmaRelease, LinkError, PcieLink, PendingDmaRead,
+    BarMmio, BarRegion, Bdf, DmaInfo, DmaRegion, DmaRelease, LinkCounters, LinkError, PcieLink,
+    PendingDmaRead,
 };
 pub use egpu_link::asm2464::wire::{PCIE_CQ_PAGE, PCIE_SRAM_BASE, SRAM_SLOT_SIZE};
 pub use egpu_link::pcie::fabric::{format_size, Bar, BarKind, Function, Topology};
@@ -63,28 +64,6 @@ enum Reach {
     TinyGpu(Box<egpu_link::tinygpu::TinyGpuLink>),
     #[cfg(feature = "remote")]
     Remote(Box<egpu_remote::RemoteLink>),
-}
-
-/// What crossed the link: USB transfers on a bridge, round trips on a remote link.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Traffic {
-    /// USB transfers (bridge) or round trips (remote link).
-    pub exchanges: u64,
-    /// Bytes sent (on a remote link: ciphertext and framing included).
-    pub bytes_out: u64,
-    /// Bytes received.
-    pub bytes_in: u64,
-}
-
-impl std::ops::Sub for Traffic {
-    type Output = Traffic;
-    fn sub(self, earlier: Traffic) -> Traffic {
-        Traffic {
-            exchanges: self.exchanges - earlier.exchanges,
-            bytes_out: self.bytes_out - earlier.bytes_out,
-            bytes_in: self.bytes_in - earlier.bytes_in,
-        }
-    }
 }
 
 /// What a remote link says about the device it reaches.
@@ -279,42 +258,6 @@ impl OpenLink {
         self.is_emulated() || self.remote_info().is_some_and(|info| info.emulated)
     }
 
-    /// What crossed the link so far: USB transfers or round trips, and bytes.
-    pub fn traffic(&self) -> Traffic {
-        match &self.reach {
-            Reach::Bridge { bridge, .. } => {
-                let stats = bridge.stats();
-                Traffic {
-                    exchanges: stats.transfers(),
-                    bytes_out: stats.bytes_out,
-                    bytes_in: stats.bytes_in,
-                }
-            }
-            #[cfg(feature = "remote")]
-            Reach::Remote(remote) => {
-                let stats = remote.stats();
-                Traffic {
-                    exchanges: stats.round_trips,
-                    bytes_out: stats.wire.bytes_out,
-                    bytes_in: stats.wire.bytes_in,
-                }
-            }
-            #[allow(unreachable_patterns)]
-            _ => Traffic::default(),
-        }
-    }
-
-    /// What [`Traffic::exchanges`] counts on this link, as a column heading.
-    pub fn exchange_unit(&self) -> &'static str {
-        match &self.reach {
-            Reach::Bridge { .. } => "USB xfers",
-            #[cfg(feature = "remote")]
-            Reach::Remote(_) => "round trips",
-            #[allow(unreachable_patterns)]
-            _ => "exchanges",
-        }
-    }
-
     /// The bridge's USB identity; `None` on links without a bridge.
     pub fn bridge_info(&self) -> Option<BridgeInfo> {
         let info = self.usb_bridge()?.info();
@@ -344,9 +287,28 @@ impl OpenLink {
         self.bridge("reading the bridge's power monitor")?.power_monitor()
     }
 
-    /// USB transfers and bytes so far (zero on links without USB; see [`OpenLink::traffic`]).
+    /// USB transfers and bytes so far (zero on links without USB; see [`OpenLink::counters`]).
     pub fn stats(&self) -> LinkStats {
         self.usb_bridge().map(Asm2464::stats).unwrap_or_default()
+    }
+
+    /// Requests and round trips so far, counted alike on every link that has messages;
+    /// `None` where accesses are loads and stores into mapped BARs (Linux PCIe).
+    pub fn counters(&self) -> Option<LinkCounters> {
+        match &self.reach {
+            Reach::Bridge { bridge, .. } => bridge.counters(),
+            #[cfg(target_os = "linux")]
+            Reach::Pci(link) => link.counters(),
+            #[cfg(unix)]
+            Reach::TinyGpu(link) => link.counters(),
+            #[cfg(feature = "remote")]
+            Reach::Remote(link) => link.counters(),
+        }
+    }
+
+    /// Whether the link is the USB bridge (the only one with USB transfers to show).
+    pub fn is_usb(&self) -> bool {
+        matches!(self.reach, Reach::Bridge { .. })
     }
 
     /// Bytes one streaming read call moves at most on this link.

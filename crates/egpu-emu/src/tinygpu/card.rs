@@ -71,8 +71,8 @@ fn ok(resp0: u64, resp1: u64) -> Outcome {
     Outcome::Reply(wire::response(STATUS_OK, resp0, resp1).to_vec())
 }
 
-fn err(message: String) -> Outcome {
-    Outcome::Reply(wire::error_response(&message))
+fn err(message: &str) -> Outcome {
+    Outcome::Reply(wire::error_response(message))
 }
 
 /// Counters the server keeps about the card, for tests.
@@ -246,7 +246,7 @@ impl Card {
                     out.extend_from_slice(&data);
                     Outcome::Reply(out)
                 }
-                Err(message) => err(message),
+                Err(message) => err(&message),
             },
             cmd::MMIO_WRITE => {
                 self.mmio_write(req.bar, req.arg0, payload);
@@ -258,13 +258,13 @@ impl Card {
             // would carry in serve.py (SYSMEM_WRITE's data, PROBE's table) is not consumed,
             // as a server that does not know the command cannot know its length `[U]`.
             cmd::PROBE | cmd::MAP_SYSMEM | cmd::SYSMEM_READ | cmd::SYSMEM_WRITE | cmd::PING => {
-                err(format!(
+                err(&format!(
                     "{} ({}) is not implemented by the TinyGPU server",
                     wire::command_name(req.cmd),
                     req.cmd
                 ))
             }
-            other => err(format!("unknown command {other}")),
+            other => err(&format!("unknown command {other}")),
         }
     }
 
@@ -325,26 +325,26 @@ impl Card {
 
     fn map_bar(&mut self, bar: u32) -> Outcome {
         let Some(header) = self.fabric.model(self.gpu).map(|m| m.header()) else {
-            return err("MAP_BAR: the GPU is gone".into());
+            return err("MAP_BAR: the GPU is gone");
         };
         let index = bar as usize;
         let slot = if index < 6 { header.bars[index] } else { BarSlot::Unused };
         match slot {
-            _ if index >= 6 => err(format!("MAP_BAR: BAR {bar} does not exist (BARs are 0-5)")),
+            _ if index >= 6 => err(&format!("MAP_BAR: BAR {bar} does not exist (BARs are 0-5)")),
             BarSlot::Mem { .. } => {
                 let mapped =
                     MappedBar { bus_base: header.bar_base(index), size: header.bar_size(index) };
                 self.mapped[index] = Some(mapped);
                 ok(BAR_VIRTUAL_BASE + u64::from(bar) * BAR_VIRTUAL_STRIDE, mapped.size)
             }
-            BarSlot::Upper => err(format!(
+            BarSlot::Upper => err(&format!(
                 "MAP_BAR: BAR {bar} is the upper half of 64-bit BAR {}; map that one",
                 index - 1
             )),
             BarSlot::Io { .. } => {
-                err(format!("MAP_BAR: BAR {bar} is an I/O BAR; only memory BARs can be mapped"))
+                err(&format!("MAP_BAR: BAR {bar} is an I/O BAR; only memory BARs can be mapped"))
             }
-            BarSlot::Unused => err(format!("MAP_BAR: BAR {bar} is not implemented by the GPU")),
+            BarSlot::Unused => err(&format!("MAP_BAR: BAR {bar} is not implemented by the GPU")),
         }
     }
 
@@ -443,14 +443,14 @@ impl Card {
     fn map_sysmem_fd(&mut self, requested: u64) -> Outcome {
         let host = &mut self.host;
         if host.allocations.len() >= MAX_SYSMEM_ALLOCATIONS {
-            return err(format!(
+            return err(&format!(
                 "MAP_SYSMEM_FD: this session already holds {MAX_SYSMEM_ALLOCATIONS} allocations, the most there can be; they are freed when the client disconnects"
             ));
         }
         // Checked before rounding, which could overflow.
         let size = requested.clamp(SYSMEM_MIN, MAX_SYSMEM_LIVE).next_multiple_of(SYSMEM_GRANULE);
         if requested > MAX_SYSMEM_LIVE || host.live_bytes + size > MAX_SYSMEM_LIVE {
-            return err(format!(
+            return err(&format!(
                 "MAP_SYSMEM_FD: {requested} bytes would bring this session's DMA memory past {} MiB (now {} MiB mapped); the DMA address space is exhausted",
                 MAX_SYSMEM_LIVE >> 20,
                 host.live_bytes >> 20
@@ -459,7 +459,7 @@ impl Card {
         let index = host.allocations.len();
         let (fd, mut mapping) = match shm::create(&format!("tinygpu_{index}"), size as usize) {
             Ok(made) => made,
-            Err(e) => return err(format!("MAP_SYSMEM_FD: shared memory of {size} bytes: {e}")),
+            Err(e) => return err(&format!("MAP_SYSMEM_FD: shared memory of {size} bytes: {e}")),
         };
         let pages = size / SYSMEM_GRANULE;
         let count = (self.max_segments as u64).min(size / SYSMEM_MIN).max(1);

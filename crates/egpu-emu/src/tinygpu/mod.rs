@@ -61,7 +61,7 @@ pub use card::{
 use wire::{Request, REQUEST_LEN};
 
 /// How the emulated TinyGPU server is built.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TinyGpuServerConfig {
     /// The card whose GPU is served.
     pub gpu: GpuKind,
@@ -114,29 +114,57 @@ impl TinyGpuServerConfig {
 pub enum ServerFault {
     /// Once `requests` more requests have been handled, the server dies on receiving the
     /// next one, without handling it (`requests: 0` dies at once).
-    DieAfter { requests: u64 },
+    DieAfter {
+        /// Requests handled normally before the server dies.
+        requests: u64,
+    },
     /// The first reply sent after `requests` more requests have been handled is cut after
     /// `bytes` bytes (header and data together; a descriptor is not sent), then the server
     /// dies.
-    DieMidReply { requests: u64, bytes: usize },
+    DieMidReply {
+        /// Requests answered whole before the cut reply.
+        requests: u64,
+        /// Bytes of the cut reply that reach the client.
+        bytes: usize,
+    },
     /// The first MMIO_WRITE after `requests` more requests: the server reads `bytes` bytes
     /// of its data, then dies while the client is still sending.
-    DieMidWrite { requests: u64, bytes: usize },
+    DieMidWrite {
+        /// Requests handled normally before the cut MMIO_WRITE.
+        requests: u64,
+        /// Bytes of that write's data the server reads before dying.
+        bytes: usize,
+    },
     /// Once `requests` more requests have been handled, the server stops reading and
     /// answering; the connection stays open until the server is killed or dropped.
-    StallAfter { requests: u64 },
+    StallAfter {
+        /// Requests handled normally before the server goes silent.
+        requests: u64,
+    },
 }
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
 pub enum TinyGpuServerError {
+    /// The fabric has no GPU to serve.
     #[error("start the emulated TinyGPU server: no GPU in the fabric (GpuKind::None); like the real app finding no `tinygpu` service, nothing will listen")]
     NoGpu,
     #[error("start the emulated TinyGPU server: {path} exists and is not a socket; remove it or choose another path")]
-    PathTaken { path: PathBuf },
+    /// Something other than a socket is at the socket path.
+    PathTaken {
+        /// The path asked for.
+        path: PathBuf,
+    },
     #[error("start the emulated TinyGPU server: bind {path}: {source}")]
-    Bind { path: PathBuf, source: io::Error },
+    /// Binding the listening socket failed.
+    Bind {
+        /// The path asked for.
+        path: PathBuf,
+        /// Why `bind` failed.
+        source: io::Error,
+    },
     #[error("start the emulated TinyGPU server: spawn its accept thread: {0}")]
+    /// The accept thread could not be started.
     Thread(io::Error),
 }
 
@@ -470,7 +498,7 @@ fn peer_gone(stream: &UnixStream) -> bool {
     let mut poll =
         libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
     // SAFETY: one valid pollfd for the duration of the call; timeout 0 never blocks.
-    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    let ready = unsafe { libc::poll(&raw mut poll, 1, 0) };
     ready > 0 && poll.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 

@@ -146,6 +146,19 @@ impl LinkStats {
     }
 }
 
+impl From<LinkStats> for egpu_hal::LinkCounters {
+    /// Every USB transfer is a request; the IN transfers (control IN for completions, bulk
+    /// IN for streamed data) are what the host waits on, so they are the round trips.
+    fn from(stats: LinkStats) -> Self {
+        egpu_hal::LinkCounters {
+            requests: stats.transfers(),
+            round_trips: stats.control_in + stats.bulk_in,
+            bytes_out: stats.bytes_out,
+            bytes_in: stats.bytes_in,
+        }
+    }
+}
+
 impl std::ops::Sub for LinkStats {
     type Output = LinkStats;
     fn sub(self, earlier: LinkStats) -> LinkStats {
@@ -846,6 +859,10 @@ impl<T: UsbTransport> Asm2464<T> {
 impl<T: UsbTransport> PcieLink for Asm2464<T> {
     fn kind(&self) -> &'static str {
         "usb-asm2464"
+    }
+
+    fn counters(&self) -> Option<egpu_hal::LinkCounters> {
+        Some(self.stats().into())
     }
 
     fn reset(&mut self) -> Result<(), LinkError> {

@@ -13,7 +13,9 @@ use super::TinyGpuError;
 pub struct RegistryPciDevice {
     /// The registry entry's name (`display@0`, `pci1002,744c@0`).
     pub entry: String,
+    /// The `vendor-id` property, if the entry has one.
     pub vendor_id: Option<u16>,
+    /// The `device-id` property, if the entry has one.
     pub device_id: Option<u16>,
     /// 24-bit class code.
     pub class: Option<u32>,
@@ -26,11 +28,18 @@ pub struct RegistryPciDevice {
 /// A GPU TinyGPU may drive: `tinygpu:index`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TinyGpuDevice {
+    /// N in `tinygpu:N`: the GPU's place among the AMD/NVIDIA display functions found, in
+    /// registry order.
     pub index: u32,
+    /// PCI vendor ID (0x1002 AMD, 0x10DE NVIDIA).
     pub vendor_id: u16,
+    /// PCI device ID.
     pub device_id: u16,
+    /// 24-bit class code (0x03xxxx: display controller).
     pub class: u32,
+    /// `bus:device:function` from the `pcidebug` property, where the registry has it.
     pub location: Option<String>,
+    /// Behind Thunderbolt/USB4 (`IOPCITunnelled`), as an eGPU is.
     pub tunnelled: bool,
 }
 

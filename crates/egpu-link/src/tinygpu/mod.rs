@@ -53,9 +53,9 @@ pub struct TinyGpuOptions {
     /// Whether [`TinyGpuLink::open`] starts `app` when nothing listens (default: on macOS,
     /// the only system with the app).
     pub start_server: bool,
-    /// Connection attempts after starting the app, and the pause between them (tinygrad:
-    /// 100 × 50 ms).
+    /// Connection attempts after starting the app (tinygrad: 100).
     pub connect_attempts: u32,
+    /// Pause before each of those attempts (tinygrad: 50 ms).
     pub connect_interval: Duration,
     /// `SO_SNDBUF` / `SO_RCVBUF` asked for (tinygrad: 64 MiB; the OS may grant less).
     pub socket_buffer: usize,

@@ -25,18 +25,31 @@ pub const MAX_SEGMENTS: usize = 32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Command {
+    /// List devices (serve.py only; server.c answers status 1).
     Probe = 0,
+    /// Map a BAR in the server; must precede MMIO on it. Replies base and size.
     MapBar = 1,
+    /// Allocate DMA memory; replies its size with the shared-memory fd (`SCM_RIGHTS`).
     MapSysmemFd = 2,
+    /// Config space read of 1, 2 or 4 bytes.
     CfgRead = 3,
+    /// Config space write of 1, 2 or 4 bytes (replied).
     CfgWrite = 4,
+    /// Function-level reset of the device.
     Reset = 5,
+    /// Read bytes of a mapped BAR; replies the size, then the data.
     MmioRead = 6,
+    /// Write bytes of a mapped BAR; the data follows the header, no reply (posted).
     MmioWrite = 7,
+    /// Allocate DMA memory addressed by page list (serve.py only).
     MapSysmem = 8,
+    /// Read such memory over the socket (serve.py only).
     SysmemRead = 9,
+    /// Write such memory over the socket, posted (serve.py only).
     SysmemWrite = 10,
+    /// Resize a BAR (a no-op in server.c).
     ResizeBar = 11,
+    /// Liveness check (serve.py only).
     Ping = 12,
 }
 
@@ -97,11 +110,17 @@ impl fmt::Display for Command {
 /// One request header (data of MMIO_WRITE follows it on the wire).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
+    /// What to do.
     pub command: Command,
+    /// Device index (ignored by server.c, which serves one GPU).
     pub dev_id: u32,
+    /// BAR index for MAP_BAR and MMIO.
     pub bar: u32,
+    /// First argument: an offset or a size, by command.
     pub arg0: u64,
+    /// Second argument: an access size or a length, by command.
     pub arg1: u64,
+    /// Third argument: CFG_WRITE's value.
     pub arg2: u64,
 }
 
@@ -151,8 +170,11 @@ pub const STATUS_ERROR: u8 = 1;
 /// One response header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Response {
+    /// [`STATUS_OK`], or an error whose message of `resp0` bytes follows.
     pub status: u8,
+    /// First result (a value, a base, a size or the error message's length).
     pub resp0: u64,
+    /// Second result (a size or an index), by command.
     pub resp1: u64,
 }
 
@@ -179,7 +201,9 @@ impl Response {
 /// A decoded, successful reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
+    /// The header's first result.
     pub resp0: u64,
+    /// The header's second result.
     pub resp1: u64,
     /// MMIO_READ's data; empty for other commands.
     pub data: Vec<u8>,
@@ -419,7 +443,7 @@ mod tests {
                 assert_eq!(
                     (command, status, message.as_str()),
                     (Command::MmioRead, 1, "bar 3 not mapped")
-                )
+                );
             }
             other => panic!("expected a server error, got {other:?}"),
         }
@@ -432,7 +456,7 @@ mod tests {
                 assert_eq!(
                     (command, part, received, expected),
                     (Command::CfgRead, "error message", 3, 17)
-                )
+                );
             }
             other => panic!("expected a closed stream, got {other:?}"),
         }

@@ -66,8 +66,9 @@ pub struct TinyGpuStats {
     pub requests: u64,
     /// Replies awaited (round trips); posted writes have none.
     pub round_trips: u64,
-    /// Bytes sent and received, headers included.
+    /// Bytes sent: request headers and MMIO_WRITE data.
     pub bytes_sent: u64,
+    /// Bytes received: reply headers, MMIO_READ data and error messages.
     pub bytes_received: u64,
 }
 
@@ -147,7 +148,7 @@ fn set_socket_option(fd: RawFd, option: libc::c_int, value: libc::c_int) -> io::
             fd,
             libc::SOL_SOCKET,
             option,
-            (&value as *const libc::c_int).cast(),
+            (&raw const value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -177,7 +178,7 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Resul
     let mut control = [0u64; 16];
     // SAFETY: msghdr is plain data; all-zero is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
+    msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control) as _;
@@ -186,14 +187,14 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Resul
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let flags = 0;
     // SAFETY: `msg` points at `iov` (over `buf`) and `control`, both alive for the call.
-    let received = unsafe { libc::recvmsg(fd, &mut msg, flags) };
+    let received = unsafe { libc::recvmsg(fd, &raw mut msg, flags) };
     if received < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: walking the control messages the kernel wrote into `control`, with the libc
     // macros that stay inside `msg_controllen`.
     unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
@@ -209,7 +210,7 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Resul
                     fds.push(OwnedFd::from_raw_fd(fd));
                 }
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
         }
     }
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
@@ -759,6 +760,16 @@ impl TinyGpuLink {
 impl PcieLink for TinyGpuLink {
     fn kind(&self) -> &'static str {
         "tinygpu"
+    }
+
+    /// Socket requests and the replies awaited (posted MMIO_WRITEs have none).
+    fn counters(&self) -> Option<egpu_hal::LinkCounters> {
+        Some(egpu_hal::LinkCounters {
+            requests: self.stats.requests,
+            round_trips: self.stats.round_trips,
+            bytes_out: self.stats.bytes_sent,
+            bytes_in: self.stats.bytes_received,
+        })
     }
 
     fn config_read(&mut self, bdf: Bdf, offset: u16, size: u8) -> Result<u32, LinkError> {

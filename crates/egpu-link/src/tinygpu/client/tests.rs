@@ -115,16 +115,16 @@ fn send_with_fd(stream: &UnixStream, bytes: &[u8], fd: RawFd) -> io::Result<()> 
     // inside `control`.
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
+        msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
         libc::CMSG_DATA(cmsg).cast::<libc::c_int>().write_unaligned(fd);
-        if libc::sendmsg(stream.as_raw_fd(), &msg, 0) != bytes.len() as isize {
+        if libc::sendmsg(stream.as_raw_fd(), &raw const msg, 0) != bytes.len() as isize {
             return Err(io::Error::last_os_error());
         }
     }
@@ -436,7 +436,7 @@ fn an_error_reply_carries_the_servers_message_and_the_link_goes_on() {
             assert_eq!(
                 (*command, *status, message.as_str()),
                 (Command::CfgWrite, 1, "ConfigurationWrite16 failed")
-            )
+            );
         }
         other => panic!("expected a server error, got {other:?}"),
     }
@@ -453,7 +453,7 @@ fn a_server_that_vanishes_mid_reply_is_a_typed_error_naming_the_command() {
             assert_eq!(
                 (*command, *part, *received, *expected),
                 (Command::MmioRead, "reply header", 10, 17)
-            )
+            );
         }
         other => panic!("expected a closed stream, got {other:?}"),
     }
@@ -484,7 +484,7 @@ fn a_silent_server_times_out_naming_what_was_awaited() {
             assert_eq!(
                 (*command, *part, *waited),
                 (Command::MapSysmemFd, "reply header", Duration::from_millis(300))
-            )
+            );
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
@@ -590,7 +590,7 @@ fn starting_the_server_reports_an_app_that_fails_or_never_listens() {
         let error = TinyGpuLink::reach_server(&socket, &options("/usr/bin/yes")).err().unwrap();
         match &error {
             TinyGpuError::NoServer { detail, .. } => {
-                assert!(detail.contains("last attempt"), "{error}")
+                assert!(detail.contains("last attempt"), "{error}");
             }
             other => panic!("expected NoServer, got {other:?}"),
         }
