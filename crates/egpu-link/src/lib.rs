@@ -9,6 +9,8 @@
 //!   app's socket server (the client builds on every Unix).
 
 pub mod asm2464;
+#[cfg(unix)]
+mod host_memory;
 pub mod hostile;
 #[cfg(target_os = "linux")]
 pub mod pci;

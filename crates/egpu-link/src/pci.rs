@@ -23,8 +23,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use egpu_hal::{DmaInfo, DmaRegion, MappedRange, PendingDmaRead};
-use memmap2::{MmapMut, MmapOptions, MmapRaw};
+use memmap2::{MmapOptions, MmapRaw};
 
+use crate::host_memory::MappedRegions;
 use crate::pcie::fabric::{Bar, BarKind, Function, Topology};
 use crate::pcie::{Bdf, PcieLink};
 use crate::LinkError;
@@ -103,11 +104,6 @@ struct MappedBar {
     map: Arc<MmapRaw>,
 }
 
-struct HostRegion {
-    region: DmaRegion,
-    memory: MmapMut,
-}
-
 /// A PCIe function reached through Linux sysfs.
 pub struct SysfsPciLink {
     address: PciAddress,
@@ -116,8 +112,7 @@ pub struct SysfsPciLink {
     function: Function,
     bars: Vec<MappedBar>,
     physical: Box<dyn PhysicalAddresses>,
-    host: Vec<HostRegion>,
-    next_region: u64,
+    host: MappedRegions,
 }
 
 fn io_error(op: String) -> impl FnOnce(io::Error) -> LinkError {
@@ -260,8 +255,7 @@ impl SysfsPciLink {
             function,
             bars,
             physical,
-            host: Vec::new(),
-            next_region: 1,
+            host: MappedRegions::default(),
         })
     }
 
@@ -303,13 +297,6 @@ impl SysfsPciLink {
             });
         }
         Ok(())
-    }
-
-    fn host_region(&self, op: &str, region: &DmaRegion) -> Result<&HostRegion, LinkError> {
-        self.host.iter().find(|host| host.region == *region).ok_or_else(|| LinkError::Busy {
-            op: op.into(),
-            reason: format!("{region:?} is not a live GPU-visible region of this link"),
-        })
     }
 }
 
@@ -457,34 +444,15 @@ impl PcieLink for SysfsPciLink {
             .physical
             .physical(memory.as_ptr() as usize)
             .map_err(io_error("finding the physical address of a GPU-visible page".into()))?;
-        let region = DmaRegion { id: self.next_region, bus_address, size: PAGE as u64 };
-        self.next_region += 1;
-        self.host.push(HostRegion { region, memory });
-        Ok(region)
+        Ok(self.host.insert(bus_address, memory))
     }
 
     fn dma_free(&mut self, region: DmaRegion) -> Result<(), LinkError> {
-        let index = self.host.iter().position(|host| host.region == region).ok_or_else(|| {
-            LinkError::Busy {
-                op: "freeing GPU-visible memory".into(),
-                reason: format!("{region:?} is not a live GPU-visible region of this link"),
-            }
-        })?;
-        self.host.swap_remove(index);
-        Ok(())
+        self.host.remove(&region)
     }
 
     fn dma_write(&mut self, region: &DmaRegion, offset: u64, data: Bytes) -> Result<(), LinkError> {
-        let op = "writing GPU-visible memory";
-        region.check(op, offset, data.len())?;
-        let index = self.host.iter().position(|host| host.region == *region);
-        let host = index.map(|i| &mut self.host[i]).ok_or_else(|| LinkError::Busy {
-            op: op.into(),
-            reason: format!("{region:?} is not a live GPU-visible region of this link"),
-        })?;
-        host.memory[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        Ok(())
+        self.host.write(region, offset, &data)
     }
 
     fn dma_read_begin(
@@ -493,16 +461,11 @@ impl PcieLink for SysfsPciLink {
         offset: u64,
         len: usize,
     ) -> Result<PendingDmaRead, LinkError> {
-        region.check("reading GPU-visible memory", offset, len)?;
-        self.host_region("reading GPU-visible memory", region)?;
-        Ok(PendingDmaRead { region: *region, offset, len, release: None, token: 0 })
+        self.host.read_begin(region, offset, len)
     }
 
     fn dma_read_finish(&mut self, pending: PendingDmaRead) -> Result<Vec<u8>, LinkError> {
-        let host = self.host_region("reading GPU-visible memory", &pending.region)?;
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        let start = pending.offset as usize;
-        Ok(host.memory[start..start + pending.len].to_vec())
+        self.host.read_finish(&pending)
     }
 
     fn map_range(&mut self, address: u64, len: u64) -> Result<Option<MappedRange>, LinkError> {

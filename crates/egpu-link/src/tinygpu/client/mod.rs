@@ -31,10 +31,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use egpu_hal::{DmaInfo, DmaRegion, PendingDmaRead};
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::MmapOptions;
 
 use super::wire::{self, Command, Reply, Request, Response, REQUEST_LEN, RESPONSE_LEN};
 use super::{TinyGpuError, TinyGpuOptions};
+use crate::host_memory::MappedRegions;
 use crate::pcie::fabric::{Bar, BarKind, Function, Topology};
 use crate::pcie::{Bdf, PcieLink};
 use crate::LinkError;
@@ -52,11 +53,6 @@ struct MappedBar {
     index: u8,
     base: u64,
     size: u64,
-}
-
-struct HostRegion {
-    region: DmaRegion,
-    memory: MmapMut,
 }
 
 /// Requests and replies so far (for `egpu bench link`: round trips per operation).
@@ -80,8 +76,7 @@ pub struct TinyGpuLink {
     options: TinyGpuOptions,
     function: Function,
     bars: Vec<MappedBar>,
-    host: Vec<HostRegion>,
-    next_region: u64,
+    host: MappedRegions,
     /// Set when the byte stream may be out of step; every later call fails with it.
     broken: Option<String>,
     stats: TinyGpuStats,
@@ -368,8 +363,7 @@ impl TinyGpuLink {
                 port_type: None,
             },
             bars: Vec::new(),
-            host: Vec::new(),
-            next_region: 1,
+            host: MappedRegions::default(),
             broken: None,
             stats: TinyGpuStats::default(),
             _lock: lock,
@@ -675,13 +669,6 @@ impl TinyGpuLink {
         Ok(())
     }
 
-    fn host_region(&self, op: &str, region: &DmaRegion) -> Result<usize, LinkError> {
-        self.host.iter().position(|host| host.region == *region).ok_or_else(|| LinkError::Busy {
-            op: op.into(),
-            reason: format!("{region:?} is not a live GPU-visible region of this link"),
-        })
-    }
-
     /// MAP_SYSMEM_FD: the reply header arrives with the descriptor (`sendmsg` with
     /// `SCM_RIGHTS`), so it is read with `recvmsg`.
     fn map_sysmem(&mut self, size: u64) -> Result<(u64, OwnedFd), TinyGpuError> {
@@ -893,28 +880,17 @@ impl PcieLink for TinyGpuLink {
         // The list is ordinary buffer memory; the region starts zeroed like other links'.
         let list_bytes = ((segments.len() + 1) * 16).min(memory.len());
         memory[..list_bytes].fill(0);
-        let region = DmaRegion { id: self.next_region, bus_address, size: mapped };
-        self.next_region += 1;
-        self.host.push(HostRegion { region, memory });
-        Ok(region)
+        Ok(self.host.insert(bus_address, memory))
     }
 
     /// Unmaps our view; the server keeps the buffer (and its DMA mapping) until the link
     /// closes, as TinyGPU has no per-buffer free (at most 128 per connection).
     fn dma_free(&mut self, region: DmaRegion) -> Result<(), LinkError> {
-        let index = self.host_region("freeing GPU-visible memory", &region)?;
-        self.host.swap_remove(index);
-        Ok(())
+        self.host.remove(&region)
     }
 
     fn dma_write(&mut self, region: &DmaRegion, offset: u64, data: Bytes) -> Result<(), LinkError> {
-        let op = "writing GPU-visible memory";
-        region.check(op, offset, data.len())?;
-        let index = self.host_region(op, region)?;
-        let start = offset as usize;
-        self.host[index].memory[start..start + data.len()].copy_from_slice(&data);
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        Ok(())
+        self.host.write(region, offset, &data)
     }
 
     fn dma_read_begin(
@@ -923,16 +899,11 @@ impl PcieLink for TinyGpuLink {
         offset: u64,
         len: usize,
     ) -> Result<PendingDmaRead, LinkError> {
-        region.check("reading GPU-visible memory", offset, len)?;
-        self.host_region("reading GPU-visible memory", region)?;
-        Ok(PendingDmaRead { region: *region, offset, len, release: None, token: 0 })
+        self.host.read_begin(region, offset, len)
     }
 
     fn dma_read_finish(&mut self, pending: PendingDmaRead) -> Result<Vec<u8>, LinkError> {
-        let index = self.host_region("reading GPU-visible memory", &pending.region)?;
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        let start = pending.offset as usize;
-        Ok(self.host[index].memory[start..start + pending.len].to_vec())
+        self.host.read_finish(&pending)
     }
 }
 
