@@ -37,7 +37,8 @@ enum Command {
     /// List every device: USB bridges, GPUs behind a kernel driver, and with --emulated the
     /// emulated ones.
     List(ListArgs),
-    /// Show a bridge's firmware, link state and the PCIe topology behind it.
+    /// Show a device: a bridge's firmware, link state and PCIe topology, a link's function, or
+    /// a GPU's properties.
     Info(DeviceArgs),
     /// Measure the link (`egpu bench link DEVICE`) or a GPU (`egpu bench nv:0`).
     #[command(args_conflicts_with_subcommands = true)]
