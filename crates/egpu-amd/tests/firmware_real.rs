@@ -19,7 +19,11 @@ fn have_firmware() -> bool {
     if std::env::var_os("EGPU_REQUIRE_ORACLES").is_some() {
         panic!("{message} (EGPU_REQUIRE_ORACLES is set)");
     }
-    eprintln!("SKIPPED: {message}");
+    // Past the test harness's output capture, so that the skip shows in the run.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED: {message}\n").as_bytes(),
+    );
     false
 }
 

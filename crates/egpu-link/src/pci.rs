@@ -629,7 +629,11 @@ mod tests {
             Ok(region) => region,
             Err(error) => {
                 // mlock needs RLIMIT_MEMLOCK room; unprivileged containers may have none.
-                eprintln!("SKIP: cannot lock a page here ({error})");
+                // Past the test harness's output capture, so that the skip shows in the run.
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("SKIP: cannot lock a page here ({error})\n").as_bytes(),
+                );
                 return;
             }
         };

@@ -134,7 +134,12 @@ mod tests {
     #[test]
     fn no_kernel_driver_is_a_distinct_error() {
         if std::path::Path::new("/dev/nvidiactl").exists() {
-            eprintln!("SKIP: this machine has nvidia.ko; the no-driver path cannot be observed");
+            // Past the test harness's output capture, so that the skip shows in the run.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                "SKIP: this machine has nvidia.ko; the no-driver path cannot be observed\n"
+                    .as_bytes(),
+            );
             return;
         }
         match list_gpus() {

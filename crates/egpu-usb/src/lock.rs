@@ -167,7 +167,12 @@ mod tests {
     #[ignore = "helper run as a child process by lock_held_by_a_child_process_is_refused"]
     fn child_lock_holder() {
         let Ok(dir) = std::env::var("EGPU_USB_LOCK_TEST_DIR") else {
-            eprintln!("SKIP: runs only as the child of lock_held_by_a_child_process_is_refused");
+            // Past the test harness's output capture, so that the skip shows in the run.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                "SKIP: runs only as the child of lock_held_by_a_child_process_is_refused\n"
+                    .as_bytes(),
+            );
             return;
         };
         let _lock = BridgeLock::acquire_in(Path::new(&dir), "7", 3, "usb:7-3").unwrap();
